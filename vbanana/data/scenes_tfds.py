@@ -1,0 +1,220 @@
+"""The built-in scenes dataset as a TFDS builder writing ArrayRecord, and its random-access reader.
+
+  path = build("/tmp/tfds", resolution=64, num_train=10_000, num_validation=500, num_test=500)
+  source = load("/tmp/tfds", resolution=64, split="train")   # len(source), source[i] -> raw sample
+
+Record i of a split is scene i of that split (`disable_shuffling`), so `load(...)[i]` equals
+`scenes.make_sample(split, i, resolution, seed=seed)` exactly. Storage: images and edit targets as PNG,
+depth and normals as zlib-compressed float32 tensors (lossless), masks as zlib-compressed uint8 tensors,
+and the variable-length parts (referring expressions, instance classes, objects) as JSON text. Writing
+needs no TensorFlow: images are handed over as PNG bytes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import multiprocessing
+import os
+from typing import Iterator
+
+from etils import epath
+import numpy as np
+from PIL import Image
+import tensorflow_datasets as tfds
+
+from vbanana.data import scenes
+
+RESOLUTIONS = (32, 64, 128)
+DEFAULT_SPLIT_SIZES = {"train": 64, "validation": 16, "test": 16}  # small: tests and smoke runs
+
+
+@dataclasses.dataclass(eq=False)
+class ScenesConfig(tfds.core.BuilderConfig):
+  resolution: int = 64
+
+
+class VbananaScenes(tfds.core.GeneratorBasedBuilder):
+  """Procedural 3D scenes with image, depth, normals, masks, captions, referring expressions, edits."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  BUILDER_CONFIGS = [ScenesConfig(name=f"r{r}", resolution=r, description=f"{r}x{r} pixels")
+                     for r in RESOLUTIONS]
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    # TFDS's default probes `importlib_resources` (not installed) for builders outside a dataset package.
+    return epath.Path(__file__)
+
+  def __init__(self, *, split_sizes: dict[str, int] | None = None, seed: int = 0, num_workers: int = 1,
+               supersample: int = 2, **kwargs):
+    self._split_sizes = dict(DEFAULT_SPLIT_SIZES if split_sizes is None else split_sizes)
+    unknown = set(self._split_sizes) - set(scenes.SPLITS)
+    if unknown:
+      raise ValueError(f"split_sizes has unknown splits {sorted(unknown)}; expected {tuple(scenes.SPLITS)}")
+    self._seed, self._num_workers, self._supersample = seed, num_workers, supersample
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    r = self.builder_config.resolution
+    tensor = lambda shape, dtype: tfds.features.Tensor(shape=shape, dtype=dtype,
+                                                        encoding=tfds.features.Encoding.ZLIB)
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=__doc__,
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(r, r, 3)),
+            "depth": tensor((r, r), np.float32),
+            "normals": tensor((r, r, 3), np.float32),
+            "semantic": tensor((r, r), np.uint8),
+            "instance": tensor((r, r), np.uint8),
+            "instance_class": tfds.features.Text(),  # JSON {instance id: class id}
+            "caption": tfds.features.Text(),
+            "referring": tfds.features.Text(),  # JSON [[expression, instance id], ...]
+            "edit_instruction": tfds.features.Text(),
+            "edit_target": tfds.features.Image(shape=(r, r, 3)),
+            "objects": tfds.features.Text(),  # JSON list of dicts
+            "key": tfds.features.Text(),
+        }),
+        metadata=tfds.core.MetadataDict(seed=self._seed, supersample=self._supersample,
+                                        class_names=list(scenes.CLASS_NAMES)),
+        disable_shuffling=True,  # record i is scene i: random access by scene index
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # nothing to download
+    return {split: self._generate_examples(split, n) for split, n in self._split_sizes.items() if n > 0}
+
+  def _generate_examples(self, split: str, num: int) -> Iterator[tuple[int, dict]]:
+    jobs = [(split, i, self.builder_config.resolution, self._seed, self._supersample) for i in range(num)]
+    if self._num_workers <= 1:
+      yield from ((i, encode_record(scenes.make_sample(*job[:3], seed=job[3], supersample=job[4])))
+                  for i, job in enumerate(jobs))
+      return
+    # Rendering is the slow part: spread it over processes, write in order here. Spawned workers import
+    # this module afresh; callers need the usual `if __name__ == "__main__":` guard.
+    with multiprocessing.get_context("spawn").Pool(self._num_workers) as pool:
+      yield from enumerate(pool.imap(_render_and_encode, jobs, chunksize=16))
+
+
+def _render_and_encode(job) -> dict:
+  split, index, resolution, seed, supersample = job
+  return encode_record(scenes.make_sample(split, index, resolution, seed=seed, supersample=supersample))
+
+
+def _png(image: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def encode_record(sample: dict) -> dict:
+  """A raw sample (scenes.make_sample) -> the feature dict the builder writes."""
+  if sample["instance"].max() > 255 or sample["semantic"].max() > 255:
+    raise ValueError(f"{sample['key']}: masks must fit in uint8 to be stored")
+  return {
+      "image": _png(sample["image"]),
+      "depth": sample["depth"].astype(np.float32),
+      "normals": sample["normals"].astype(np.float32),
+      "semantic": sample["semantic"].astype(np.uint8),
+      "instance": sample["instance"].astype(np.uint8),
+      "instance_class": json.dumps({str(k): int(v) for k, v in sample["instance_class"].items()}),
+      "caption": sample["caption"],
+      "referring": json.dumps([[e, int(i)] for e, i in sample["referring"]]),
+      "edit_instruction": sample["edit_instruction"],
+      "edit_target": _png(sample["edit_target"]),
+      "objects": json.dumps(sample["objects"]),
+      "key": sample["key"],
+  }
+
+
+def _text(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def decode_record(record: dict) -> dict:
+  """A record as read by a TFDS data source -> the raw sample dict (docs/interfaces.md)."""
+  image = np.asarray(record["image"], np.uint8)
+  return {
+      "image": image,
+      "depth": np.asarray(record["depth"], np.float32),
+      "normals": np.asarray(record["normals"], np.float32),
+      "semantic": np.asarray(record["semantic"], np.int32),
+      "class_names": scenes.CLASS_NAMES,
+      "instance": np.asarray(record["instance"], np.int32),
+      "instance_class": {int(k): v for k, v in json.loads(_text(record["instance_class"])).items()},
+      "caption": _text(record["caption"]),
+      "referring": [(e, i) for e, i in json.loads(_text(record["referring"]))],
+      "edit_instruction": _text(record["edit_instruction"]),
+      "edit_source": image,
+      "edit_target": np.asarray(record["edit_target"], np.uint8),
+      "objects": json.loads(_text(record["objects"])),
+      "key": _text(record["key"]),
+  }
+
+
+class ScenesSource:
+  """Random access to one split: `len(source)`, `source[i]` -> raw sample. Wrap in grain.MapDataset.source."""
+
+  def __init__(self, data_source, name: str):
+    self._source = data_source
+    self._name = name
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict:
+    index = int(index)
+    if not -len(self) <= index < len(self):
+      raise IndexError(f"{self._name}: index {index} out of range for {len(self)} records")
+    return decode_record(self._source[index])
+
+  def __repr__(self) -> str:
+    return f"ScenesSource({self._name}, {len(self)} records)"
+
+
+def _config_name(resolution: int) -> str:
+  if resolution not in RESOLUTIONS:
+    raise ValueError(f"resolution must be one of {RESOLUTIONS} (the builder configs), got {resolution}")
+  return f"r{resolution}"
+
+
+def build(data_dir: str, resolution: int = 64, num_train: int = DEFAULT_SPLIT_SIZES["train"],
+          num_validation: int = DEFAULT_SPLIT_SIZES["validation"], num_test: int = DEFAULT_SPLIT_SIZES["test"],
+          *, seed: int = 0, num_workers: int = 1, supersample: int = 2) -> str:
+  """Writes the dataset (once) under data_dir and returns the directory of the prepared version.
+
+  An existing build is reused when its split sizes and seed match, and is an error otherwise (pick another
+  data_dir rather than silently mixing two datasets).
+  """
+  sizes = {"train": num_train, "validation": num_validation, "test": num_test}
+  builder = VbananaScenes(config=_config_name(resolution), data_dir=data_dir, split_sizes=sizes, seed=seed,
+                          num_workers=num_workers, supersample=supersample)
+  if os.path.exists(os.path.join(builder.data_dir, "dataset_info.json")):
+    info = tfds.builder_from_directory(builder.data_dir).info
+    have = {name: info.splits[name].num_examples if name in info.splits else 0 for name in sizes}
+    meta = dict(info.metadata or {})
+    if have != sizes or meta.get("seed") != seed or meta.get("supersample") != supersample:
+      raise ValueError(
+          f"{builder.data_dir} already holds scenes with split sizes {have}, seed {meta.get('seed')}, "
+          f"supersample {meta.get('supersample')}; asked for {sizes}, seed {seed}, supersample {supersample}. "
+          "Use another data_dir or delete that one.")
+    return str(builder.data_dir)
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP),
+      file_format="array_record")
+  return str(builder.data_dir)
+
+
+def load(data_dir: str, resolution: int, split: str) -> ScenesSource:
+  """The random-access source of a built split (no TensorFlow needed to read)."""
+  path = os.path.join(data_dir, VbananaScenes.name, _config_name(resolution), str(VbananaScenes.VERSION))
+  if not os.path.exists(os.path.join(path, "dataset_info.json")):
+    raise FileNotFoundError(f"no scenes dataset at {path}; write it first with "
+                            f"vbanana.data.scenes_tfds.build({data_dir!r}, resolution={resolution})")
+  builder = tfds.builder_from_directory(path)
+  if split not in builder.info.splits:
+    raise ValueError(f"{path} has splits {sorted(builder.info.splits)}, not {split!r}")
+  return ScenesSource(builder.as_data_source(split), f"{path}[{split}]")

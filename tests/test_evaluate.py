@@ -1,0 +1,144 @@
+"""Evaluators on a tiny model over the built-in scenes: keys and finiteness, mesh independence, follow()."""
+
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from vbanana import checkpoint
+from vbanana import config_lib
+from vbanana import evaluate
+from vbanana import parallel
+from vbanana import step as step_lib
+from vbanana.data import scenes_tfds
+
+RES = 32
+TASKS = ("generation", "editing", "depth", "normals", "semantic", "instance", "referring")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("scenes"))
+  scenes_tfds.build(path, RES, num_train=4, num_validation=8, num_test=4)
+  return path
+
+
+def make_config(data_dir, mesh=(8, 1, 1), evals=None, steps=2):
+  c = config_lib.base_config()
+  c.model.size = "tiny"
+  c.model.image_size = RES
+  c.model.patch_size = 8
+  c.model.width = 32
+  c.model.depth = 1
+  c.model.text_width = 32
+  c.model.text_len = 32
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = mesh
+  c.sharding_rules = ()  # vbanana.parallel's defaults
+  c.data.resolution = RES
+  c.data.text_length = 32
+  c.data.global_batch = 8
+  c.data.components = config_lib.scenes_components(data_dir, RES, {t: 1.0 for t in TASKS}, num_train=4,
+                                                   num_validation=8, num_test=4)
+  c.train.steps = steps
+  c.evals = evals if evals is not None else {
+      t: dict(type=t, split="validation", limit=3, steps=1, batch_size=8, num_images=2) for t in TASKS}
+  return c
+
+
+def init(config):
+  mesh = parallel.make_mesh(dict(config.mesh))
+  model_cfg = evaluate.model_config(config)
+  graphdef, state = step_lib.create_train_state(model_cfg, config.optim, mesh, (), config.seed)
+  return mesh, graphdef, state
+
+
+def on_mesh(params, config, mesh):
+  """The same parameter values placed with another mesh's shardings."""
+  shardings = step_lib.param_shardings(evaluate.model_config(config), mesh, ())
+  return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, shardings)
+
+
+def test_every_evaluator_gives_finite_metrics_and_a_grid(data_dir):
+  config = make_config(data_dir)
+  mesh, graphdef, state = init(config)
+  evaluators = evaluate.build_evaluators(config, mesh, (), graphdef)
+  scalars, images = evaluate.run_evaluators(evaluators, state["ema_params"], step=1)
+  for task in TASKS:
+    assert scalars[f"{task}/num_examples"] == 3, task
+    mine = {k.split("/", 1)[1] for k in scalars if k.startswith(task + "/")}
+    assert len(mine - {"num_examples", "seconds"}) >= 1, (task, mine)
+    assert images[task].shape == (2 * (RES + 1) + 1, 3 * (RES + 1) + 1, 3) and images[task].dtype == np.uint8
+  for key in ("generation/quality/fd", "generation/quality/attr_balanced", "generation/quality/attr_recall_real",
+              "editing/quality/fd"):
+    assert key in scalars, sorted(scalars)
+  bad = {k: v for k, v in scalars.items() if not math.isfinite(v)}
+  assert not bad, bad
+  # Sampling noise is seeded by example: the same params give the same numbers.
+  again, _ = evaluate.run_evaluators([e for e in evaluators if e.spec.name == "depth"], state["ema_params"], step=1)
+  assert {k: v for k, v in again.items() if not k.endswith("seconds")} == {
+      k: v for k, v in scalars.items() if k.startswith("depth/") and not k.endswith("seconds")}
+
+
+def test_metrics_do_not_depend_on_the_mesh(data_dir):
+  results = []
+  params = None
+  # Also another batch size: 8 rows over 8 batch shards, then 4 rows (two batches, one padded) over 4.
+  for mesh_shape, batch_size in (((8, 1, 1), 8), ((2, 2, 2), 4)):
+    evals = {"depth": dict(type="depth", split="validation", limit=6, steps=2, batch_size=batch_size),
+             "gen": dict(type="generation", component="generation", split="validation", limit=6, steps=2,
+                         batch_size=batch_size, text_scale=2.0)}
+    config = make_config(data_dir, mesh=mesh_shape, evals=evals)
+    mesh, graphdef, state = init(config)
+    params = state["ema_params"] if params is None else on_mesh(params, config, mesh)
+    with jax.set_mesh(mesh):  # as inside the training loop, which calls run_all
+      scalars, _ = evaluate.run_all(config, graphdef, params, mesh, (), step=1)
+    results.append({k: v for k, v in scalars.items() if not k.endswith("seconds")})
+  a, b = results
+  assert set(a) == set(b)
+  for key in a:
+    assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-3), (key, a[key], b[key])
+
+
+def test_follow_evaluates_each_checkpoint_once_and_stops_at_the_final_step(data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  evals = {"depth": dict(type="depth", split="validation", limit=2, steps=1, batch_size=8)}
+  config = make_config(data_dir, evals=evals, steps=2)
+  mesh, _, state = init(config)
+  ckpt = checkpoint.Checkpointer(workdir, async_save=False)
+  ckpt.save(1, state)
+  ckpt.wait()
+  # Only step 1 exists: it is evaluated, then no new checkpoint comes and the job gives up waiting.
+  assert evaluate.follow(config, workdir, poll_seconds=0.05, timeout_seconds=0.5, tensorboard=False) == [1]
+  ckpt.save(2, state)
+  ckpt.wait()
+  ckpt.close()
+  # A restarted job skips step 1 (recorded in the workdir), evaluates 2 and stops: 2 is the final step.
+  assert evaluate.follow(config, workdir, poll_seconds=0.05, tensorboard=False) == [2]
+  assert evaluate.follow(config, workdir, poll_seconds=0.05, tensorboard=False) == []
+  with open(os.path.join(workdir, evaluate.EVAL_METRICS_FILE)) as f:
+    rows = [json.loads(line) for line in f]
+  assert [r["step"] for r in rows] == [1, 2]
+  assert rows[0]["depth/num_examples"] == 2 and "depth/seconds" in rows[0]
+  same = lambda r: {k: v for k, v in r.items() if k not in ("step", "depth/seconds")}
+  assert same(rows[0]) == same(rows[1])  # the same EMA params in both checkpoints
+  assert os.path.exists(os.path.join(workdir, evaluate.EVAL_DIR, "metrics.jsonl"))
+
+
+def test_bad_eval_config_names_the_entry(data_dir):
+  for evals, message in ((dict(d=dict(type="depth", stpes=2)), r"config.evals.d: unknown field"),
+                         (dict(d=dict(type="colour")), r"config.evals.d.type='colour'"),
+                         (dict(d=dict(type="depth", component="nope")), r"config.evals.d.component='nope'"),
+                         (dict(d=dict(type="depth", sampler="rk4")), r"config.evals.d.sampler='rk4'")):
+    with pytest.raises(ValueError, match=message):
+      evaluate.parse_specs(make_config(data_dir, evals=evals))
+
+
+def test_predictions_are_brought_to_the_ground_truth_size_without_blending():
+  rgb = np.arange(2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 3)
+  big = evaluate.resize_nearest(rgb, 4, 6)
+  assert big.shape == (4, 6, 3)
+  np.testing.assert_array_equal(big[:2, :3], np.broadcast_to(rgb[0, 0], (2, 3, 3)))
+  np.testing.assert_array_equal(big[2:, 3:], np.broadcast_to(rgb[1, 1], (2, 3, 3)))

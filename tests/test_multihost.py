@@ -1,0 +1,75 @@
+"""Multi-host through launch/local_cluster.sh: 2 real JAX processes x 4 CPU devices, joined by jax.distributed."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+from vbanana import checkpoint
+
+from test_checkpoint import abstract_on, assert_trees_equal, make_state, mesh_of
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Each process builds the same global state on a (2, 2, 2) mesh spanning both processes and saves it; every
+# process writes its own shards and its own data-iterator state into the same Orbax checkpoint.
+SAVE_PROBE = """
+import sys
+sys.path.insert(0, {tests!r})
+from absl import app, flags
+flags.DEFINE_string("coordinator_address", None, "")
+flags.DEFINE_integer("num_processes", 1, "")
+flags.DEFINE_integer("process_id", 0, "")
+flags.DEFINE_string("workdir", None, "")
+F = flags.FLAGS
+def main(_):
+  import jax, numpy as np, grain
+  jax.distributed.initialize(F.coordinator_address, F.num_processes, F.process_id)
+  from jax.sharding import Mesh
+  from vbanana import checkpoint
+  import test_checkpoint as tc
+  mesh = Mesh(np.array(jax.devices()).reshape(2, 2, 2), tc.AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  host = tc.make_state(mesh_of_one(), 6)
+  state = jax.tree.map(lambda x, a: jax.make_array_from_callback(x.shape, a.sharding, lambda i: np.asarray(x)[i]),
+                       host, tc.abstract_on(host, mesh))
+  it = iter(grain.MapDataset.range(100)[jax.process_index()::2].to_iter_dataset().batch(2))
+  for _ in range(3):
+    next(it)
+  ckpt = checkpoint.Checkpointer(F.workdir)
+  ckpt.save(6, state, it)
+  ckpt.close()
+  restored, step = checkpoint.Checkpointer(F.workdir).restore(tc.abstract_on(host, mesh), it)
+  ok = all(np.array_equal(np.asarray(a.addressable_data(0)), np.asarray(b.addressable_data(0)))
+           for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)))
+  print(f"SAVED process={{jax.process_index()}} step={{step}} ok={{ok}} next={{next(it).tolist()}}", flush=True)
+def mesh_of_one():
+  from jax.sharding import Mesh
+  import jax, numpy as np
+  import test_checkpoint as tc
+  return Mesh(np.array(jax.local_devices()[:1]).reshape(1, 1, 1), tc.AXES)
+app.run(main)
+"""
+
+
+def test_two_process_checkpoint_restores_in_one_process(tmp_path):
+  probe = tmp_path / "save_probe.py"
+  probe.write_text(SAVE_PROBE.format(tests=str(ROOT / "tests")))
+  env = {**os.environ, "VBANANA_MAIN": str(probe), "PYTHON": sys.executable, "LOG_DIR": str(tmp_path / "logs"),
+         "PYTHONPATH": str(ROOT)}
+  r = subprocess.run(["bash", str(ROOT / "launch" / "local_cluster.sh"), "2", f"--workdir={tmp_path / 'run'}"],
+                     capture_output=True, text=True, timeout=180, env=env)
+  logs = [(tmp_path / "logs" / f"process_{i}.log").read_text() for i in range(2)]
+  assert r.returncode == 0, r.stderr[-3000:]
+  # Each process resumed its own part of the data stream (process 0 reads 0, 2, 4...; process 1 reads 1, 3...).
+  assert "SAVED process=0 step=6 ok=True next=[12, 14]" in logs[0]
+  assert "SAVED process=1 step=6 ok=True next=[13, 15]" in logs[1]
+  step_dir = tmp_path / "run" / "checkpoints" / "6"
+  assert sorted(p.name for p in (step_dir / "data").glob("process_*")) == ["process_0-of-2.json", "process_1-of-2.json"]
+
+  # One process with 8 devices (this one) restores the state the two processes wrote.
+  mesh = mesh_of((1, 8, 1))
+  restored, step = checkpoint.Checkpointer(str(tmp_path / "run")).restore(abstract_on(make_state(mesh), mesh))
+  assert step == 6
+  assert_trees_equal(restored, make_state(mesh, 6))
+  assert np.asarray(restored["step"]) == 6

@@ -1,0 +1,261 @@
+"""Checkpoints: one Orbax manager for the train state and the data iterator.
+
+The train state is a pytree of arrays (params, opt_state, ema_params, step, rng, skipped) and is saved as is;
+the Grain iterator state rides along as a second item of the same Composite checkpoint, so the two always
+belong to the same step. Saves are async and atomic (Orbax writes into a temporary directory and renames it
+when complete). Restores take an abstract target (`jax.ShapeDtypeStruct` with shardings), so a checkpoint
+written on one mesh restores onto any other.
+
+The model config is recorded next to the checkpoints (`model_config.json`): a workdir that holds another
+model's checkpoints is refused with a message naming the differing fields instead of an opaque shape error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any, Sequence
+
+from absl import logging
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+STATE = "state"
+DATA = "data"
+MODEL_CONFIG_FILE = "model_config.json"
+CORRUPT_DIR = "corrupt"
+
+
+class CheckpointMismatchError(ValueError):
+  """The workdir holds checkpoints of a different model."""
+
+
+class NoValidCheckpointError(RuntimeError):
+  """Every checkpoint in the directory failed to restore."""
+
+
+def checkpoint_dir(workdir: str) -> epath.Path:
+  return epath.Path(workdir) / "checkpoints"
+
+
+def abstract_like(tree: Any) -> Any:
+  """Abstract target (shape, dtype, sharding) of a tree of arrays."""
+  def one(x):
+    sharding = getattr(x, "sharding", None)
+    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+  return jax.tree.map(one, tree)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model config recorded next to the checkpoints.
+# ----------------------------------------------------------------------------------------------------------
+def _jsonable(d: Any) -> Any:
+  return json.loads(json.dumps(d, default=str, sort_keys=True))
+
+
+def check_model_config(workdir: str, model_config: dict, *, write: bool = True) -> None:
+  """Refuses a workdir whose checkpoints belong to another model; records the config otherwise.
+
+  Raises CheckpointMismatchError naming the workdir and each differing field. Writes nothing on a mismatch.
+  """
+  path = checkpoint_dir(workdir) / MODEL_CONFIG_FILE
+  current = _jsonable(model_config)
+  if path.exists():
+    recorded = json.loads(path.read_text())
+    keys = sorted(set(recorded) | set(current))
+    diffs = [k for k in keys if recorded.get(k) != current.get(k)]
+    if diffs:
+      lines = [f"  model.{k}: checkpoints have {recorded.get(k)!r}, this config has {current.get(k)!r}"
+               for k in diffs]
+      raise CheckpointMismatchError(
+          f"workdir {workdir} holds checkpoints of another model (recorded in {path}):\n"
+          + "\n".join(lines)
+          + "\nUse a new --workdir, or set the config to match the checkpoints. Nothing was changed.")
+    return
+  if write and jax.process_index() == 0:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / (MODEL_CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
+    tmp.rename(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Preemption: a SIGTERM sets a flag; the loop checks it, saves and stops.
+# ----------------------------------------------------------------------------------------------------------
+class PreemptionFlag:
+  """Set by SIGTERM (what Cloud TPU and most schedulers send before preempting)."""
+
+  def __init__(self, signals: Sequence[int] = (signal.SIGTERM,)):
+    self._event = threading.Event()
+    self._previous = {}
+    if threading.current_thread() is threading.main_thread():
+      for sig in signals:
+        self._previous[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    logging.warning("Received signal %d: will save a checkpoint and stop.", signum)
+    self._event.set()
+
+  def set(self):
+    self._event.set()
+
+  def is_set(self) -> bool:
+    """True on every process as soon as one process was signalled (a collective when multi-process)."""
+    local = self._event.is_set()
+    if jax.process_count() == 1:
+      return local
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    flags = multihost_utils.process_allgather(np.array([local], np.int32))
+    return bool(np.any(flags))
+
+  def restore_handlers(self):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The manager.
+# ----------------------------------------------------------------------------------------------------------
+class Checkpointer:
+  """Saves and restores {state, data iterator} in `workdir/checkpoints/<step>`.
+
+  keep: how many of the latest checkpoints to keep; keep_every: also keep every step divisible by this
+  (0 = none). Nothing is deleted but by that policy: a checkpoint that fails to restore is moved to
+  `checkpoints/corrupt/` and the previous one is used.
+  """
+
+  def __init__(self, workdir: str, *, keep: int = 3, keep_every: int = 0, async_save: bool = True):
+    self.workdir = workdir
+    self.directory = checkpoint_dir(workdir)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        keep_period=keep_every or None,
+        enable_async_checkpointing=async_save,
+        create=True,
+        cleanup_tmp_directories=True,  # a save cut short by a crash leaves only a tmp dir; it is removed
+    )
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=options,
+        item_names=(STATE, DATA),
+        item_handlers={STATE: ocp.StandardCheckpointHandler(), DATA: grain.checkpoint.CheckpointHandler()},
+    )
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iter: Any = None, *, force: bool = False) -> bool:
+    """Starts an async save; returns whether a save was started."""
+    if step in self.manager.all_steps():
+      return False
+    items = {STATE: ocp.args.StandardSave(state)}
+    if data_iter is not None:
+      items[DATA] = grain.checkpoint.CheckpointSave(data_iter)
+    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def restore(self, abstract_state: Any, data_iter: Any = None, step: int | None = None):
+    """Restores the given step (default: the latest that restores); returns (state, step) or (None, None).
+
+    A checkpoint that fails to restore is reported in the log, moved aside to `checkpoints/corrupt/` (kept,
+    not deleted) and the previous one is tried.
+    """
+    steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
+    errors = []
+    for s in steps:
+      items = {STATE: ocp.args.StandardRestore(abstract_state)}
+      if data_iter is not None and (self.directory / str(s) / DATA).exists():
+        items[DATA] = grain.checkpoint.CheckpointRestore(data_iter)
+      try:
+        restored = self.manager.restore(s, args=ocp.args.Composite(**items))
+      except Exception as e:  # pylint: disable=broad-except
+        if step is not None:
+          raise
+        errors.append((s, e))
+        logging.error("Checkpoint %s/%d failed to restore (%s: %s); falling back to the previous one.",
+                      self.directory, s, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        self._move_aside(s)
+        continue
+      if errors:
+        logging.warning("Restored step %d after %d unreadable checkpoint(s) %s (moved to %s).", s,
+                        len(errors), [e[0] for e in errors], self.directory / CORRUPT_DIR)
+      return restored[STATE], s
+    if errors:
+      s, e = errors[0]
+      raise NoValidCheckpointError(
+          f"No checkpoint in {self.directory} restores (tried steps {[x for x, _ in errors]}; they were "
+          f"moved to {self.directory / CORRUPT_DIR}). First error, step {s}: {type(e).__name__}: {e}") from e
+    return None, None
+
+  def _move_aside(self, step: int):
+    """Moves an unreadable checkpoint out of the manager's view, keeping its files."""
+    self.manager.wait_until_finished()
+    if jax.process_index() == 0:
+      dst_root = self.directory / CORRUPT_DIR
+      dst_root.mkdir(parents=True, exist_ok=True)
+      dst = dst_root / f"{step}.{int(time.time())}"
+      (self.directory / str(step)).rename(dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"checkpoint_move_aside_{step}")
+    self.manager.reload()
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Params-only init from another run (init_from): a workdir, one checkpoint step directory, or an export.
+# ----------------------------------------------------------------------------------------------------------
+def load_params(path: str, abstract_params: Any, key: str = "ema_params") -> Any:
+  """Reads parameters from `path` onto the shardings of `abstract_params`.
+
+  path: a workdir (its latest checkpoint), a checkpoint directory (`.../checkpoints` or
+  `.../checkpoints/<step>`), or a file written by `vbanana.export`. `key` picks `params` or `ema_params`
+  from a train state.
+  """
+  p = epath.Path(path)
+  if p.is_file() or p.suffix == ".safetensors":
+    from vbanana import export  # pylint: disable=g-import-not-at-top
+    return export.load_params_onto(str(p), abstract_params)
+  step_dir = _find_step_dir(p)
+  if step_dir is None:
+    raise FileNotFoundError(f"init_from={path}: no checkpoint found (expected a workdir, a checkpoints "
+                            "directory, a checkpoint step directory or an exported .safetensors file)")
+  state_dir = step_dir / STATE
+  ckptr = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+  meta = ckptr.metadata(state_dir)
+  tree = getattr(meta, "item_metadata", meta)
+  tree = getattr(tree, "tree", tree)
+  if key not in tree:
+    raise KeyError(f"init_from={path}: checkpoint {state_dir} has no '{key}' (has {sorted(tree)})")
+  # Restore only `key` (partial restore): the optimizer state and the rest are never read.
+  target = {key: abstract_params}
+  restored = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
+      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+  logging.info("Initialised %s from %s", key, state_dir)
+  return restored[key]
+
+
+def _find_step_dir(p: epath.Path) -> epath.Path | None:
+  if (p / STATE).is_dir():
+    return p
+  for root in (p / "checkpoints", p):
+    if root.is_dir():
+      steps = [int(c.name) for c in root.iterdir() if c.name.isdigit() and (c / STATE).is_dir()]
+      if steps:
+        return root / str(max(steps))
+  return None

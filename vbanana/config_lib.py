@@ -1,0 +1,188 @@
+"""Config helpers: `:key=value` arguments, override checks, and writing the resolved config.
+
+A config file is an ml-collections module with `get_config(arg)`; `arg` is the text after the colon in
+`--config=configs/x.py:size=tiny,steps=100`. `parse_arg` turns it into a ConfigDict and rejects keys the
+config does not know, so a typo never silently runs the default.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+from typing import Any
+
+import ml_collections
+from etils import epath
+
+
+def _literal(text: str) -> Any:
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses 'a=1,b=x,c' into a ConfigDict over `defaults`; a bare key means True; unknown keys raise.
+
+  Values are Python literals when they parse as one (1, 0.5, True, (2,2)) and strings otherwise.
+  """
+  result = ml_collections.ConfigDict(dict(defaults))
+  if not arg:
+    return result
+  for item in arg.split(","):
+    if not item.strip():
+      continue
+    key, eq, value = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(f"Unknown config argument '{key}' in ':{arg}'; known arguments: "
+                       f"{', '.join(sorted(defaults)) or '(none)'}")
+    if not eq:
+      result[key] = True
+      continue
+    value = _literal(value.strip())
+    default = defaults[key]
+    if isinstance(default, bool) and isinstance(value, str):
+      raise ValueError(f"Config argument '{key}' expects True or False, got '{value}'")
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    if default is not None and not isinstance(value, type(default)) and not (
+        isinstance(default, (int, float)) and isinstance(value, (int, float))):
+      raise ValueError(f"Config argument '{key}' expects {type(default).__name__} "
+                       f"(default {default!r}), got {value!r}")
+    result[key] = value
+  return result
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Loads 'path/to/config.py[:args]' outside absl flags (sweeps, tests, notebooks)."""
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--config: no config file at {path}")
+  module = load_module(path)
+  return module.get_config(arg or None) if arg else _call_get_config(module)
+
+
+def load_module(path: str):
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _call_get_config(module):
+  try:
+    return module.get_config(None)
+  except TypeError:
+    return module.get_config()
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """Sets dotted keys ('optim.lr': 1e-3); an unknown key raises naming the key and its section's keys."""
+  config = ml_collections.ConfigDict(config.to_dict()) if not isinstance(config, ml_collections.ConfigDict) \
+      else config.copy_and_resolve_references()
+  for dotted, value in overrides.items():
+    message = unknown_key_message(config, dotted)
+    if message:
+      raise KeyError(message)
+    *parents, last = dotted.split(".")
+    node = config
+    for part in parents:
+      node = node[part]
+    node[last] = value
+  return config
+
+
+def unknown_key_message(config: ml_collections.ConfigDict, dotted: str) -> str | None:
+  """A message naming the first part of `dotted` that the config lacks, or None when the key exists."""
+  node = config
+  parts = dotted.split(".")
+  for i, part in enumerate(parts):
+    known = list(node.keys()) if hasattr(node, "keys") else []
+    if part not in known:
+      where = "config." + ".".join(parts[:i]) if i else "the config"
+      return (f"Unknown config key '{dotted}': '{part}' is not in {where} "
+              f"(known: {', '.join(sorted(map(str, known))) or 'none: it is not a section'})")
+    node = node[part]
+  return None
+
+
+def override_keys(argv: list[str], flag: str = "config") -> list[str]:
+  """The dotted keys of `--config.a.b=value` / `--config.a.b value` arguments."""
+  prefix = f"--{flag}."
+  return [a[len(prefix):].split("=", 1)[0] for a in argv if a.startswith(prefix)]
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
+  """Writes workdir/config.json; an earlier, different config.json is kept as config.<n>.json."""
+  wd = epath.Path(workdir)
+  wd.mkdir(parents=True, exist_ok=True)
+  path = wd / "config.json"
+  text = to_json(config)
+  if path.exists():
+    old = path.read_text()
+    if old == text:
+      return path
+    n = 1
+    while (wd / f"config.{n}.json").exists():
+      n += 1
+    path.rename(wd / f"config.{n}.json")
+  tmp = wd / "config.json.tmp"
+  tmp.write_text(text)
+  tmp.rename(path)
+  return path
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """Reads the resolved config a run wrote (export, eval jobs following a workdir)."""
+  path = epath.Path(workdir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path} not found: is {workdir} a vbanana workdir?")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The sections every config has, with defaults; configs/*.py start from this and change what they need.
+# ----------------------------------------------------------------------------------------------------------
+TASK_NAMES = ("generation", "editing", "depth", "normals", "semantic", "instance", "referring")
+
+# Logical axis -> mesh axes: vbanana.parallel's table (data parallel + FSDP + tensor parallel). A config may
+# write out its own (configs/pretrain_tpu.py does).
+def default_rules() -> tuple:
+  from vbanana import parallel  # pylint: disable=g-import-not-at-top
+  return tuple(parallel.DEFAULT_RULES)
+
+
+def scenes_components(data_dir: str, resolution: int, weights: dict[str, float], *, num_train: int = 2048,
+                      num_validation: int = 128, num_test: int = 128) -> dict:
+  """Mixture components that all read the built-in scenes dataset, one per task with a positive weight."""
+  source = dict(kind="scenes", data_dir=data_dir, resolution=resolution, num_train=num_train,
+                num_validation=num_validation, num_test=num_test)
+  return {task: dict(source=dict(source), task=task, weight=float(w)) for task, w in weights.items()}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.init_from = ""  # a workdir, checkpoint dir or exported .safetensors: params only, fresh optimizer
+
+  c.model = ml_collections.ConfigDict(dict(size="tiny", image_size=32))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.sharding_rules = default_rules()
+  c.flow = ml_collections.ConfigDict()
+  c.optim = ml_collections.ConfigDict()
+  c.data = ml_collections.ConfigDict(dict(resolution=32, text_length=64, max_inputs=1, global_batch=32,
+                                          num_workers=0, seed=0, components={}))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=1000, log_every=50, eval_every=0, eval_at_end=True, tensorboard=True,
+      peak_flops_per_device=0.0))  # 0: measured by a matmul at start
+  c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=3, keep_every=0, async_save=True))
+  c.evals = ml_collections.ConfigDict()
+  return c

@@ -1,0 +1,368 @@
+"""The training mixture and the eval batches: raw samples -> task examples -> fixed-shape numpy batches.
+
+Per component (a named source + task + weight from `data.components`):
+
+    MapDataset.source(source)[process_index::process_count]     each host reads only its part
+      .shuffle(seed) .repeat()                                  a new order every epoch
+      .random_map(preprocess)                                   read, check, augment, make_example, tokenize
+    -> to_iter_dataset()                                        broken records (None) are dropped here
+
+then `IterDataset.mix(components, weights)` -> `.batch(global_batch // process_count)` -> `mp_prefetch`.
+`random_map` seeds each example from (data.seed, component, index), so the stream is a pure function of the
+config: an iterator restored from `get_state()` continues with exactly the examples an uninterrupted run
+sees, with or without worker processes.
+
+The data config (an ml_collections.ConfigDict or a dict):
+    resolution=32, text_length=64, max_inputs=1 (K input-image slots), global_batch=32, num_workers=0,
+    seed=0, strict=False, augment=dict(crop_scale=(1.0, 1.0), flip=True), worker_buffer_size=2 (batches
+    per worker), read_threads=2 and read_buffer=64 (per component and process),
+    components={'generation': dict(source={...}, task='generation', weight=0.85), ...}
+crop_scale is the side of the random square crop as a fraction of the image's short side: the default 1.0
+crops only non-square images (at a random position) and never cuts an object out of a scene whose caption
+lists it; real datasets may want (0.8, 1.0). A component may carry its own `augment` dict.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import zlib
+from typing import Iterator, Mapping
+
+import grain
+import numpy as np
+from absl import logging
+
+from vbanana.data import augment as augment_lib
+from vbanana.data import sources as sources_lib
+
+DEFAULTS = dict(resolution=32, text_length=64, max_inputs=1, global_batch=32, num_workers=0, seed=0,
+                strict=False, augment=dict(crop_scale=(1.0, 1.0), flip=True), worker_buffer_size=2,
+                read_threads=2, read_buffer=64)
+# Targets that are images (interpolate when resizing); every other task's target is a code (nearest).
+_IMAGE_TARGET_TASKS = ("generation", "editing")
+# Errors of the code, not of a record: never skipped, whatever data.strict says.
+_CODE_ERRORS = (ImportError, NameError, AttributeError, NotImplementedError, SyntaxError)
+# After this many records of a component, more than this fraction skipped means a systematic problem.
+_STALL_MIN_RECORDS, _STALL_MAX_FRACTION = 100, 0.5
+
+
+def _get(cfg, name: str):
+  if isinstance(cfg, Mapping):
+    value = cfg.get(name, DEFAULTS.get(name))
+  else:
+    value = getattr(cfg, name, DEFAULTS.get(name))
+  if value is None and name not in DEFAULTS:
+    raise ValueError(f"data config has no field 'data.{name}'")
+  return value
+
+
+def _as_dict(value) -> dict:
+  return value.to_dict() if hasattr(value, "to_dict") else dict(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+  name: str
+  source: dict
+  task: str
+  weight: float
+  augment: dict | None = None  # Overrides data.augment for this component.
+
+
+def components(data_cfg) -> list[Component]:
+  """The mixture's components with positive weight, in config order; errors name the bad field."""
+  from vbanana import tasks  # Lazy: keeps worker start-up light until a task is needed.
+
+  raw = _as_dict(_get(data_cfg, "components") or {})
+  result = []
+  for name, comp in raw.items():
+    comp = _as_dict(comp)
+    where = f"data.components.{name}"
+    for field in ("source", "task", "weight"):
+      if field not in comp:
+        raise ValueError(f"{where} has no field '{field}' (expected source, task, weight)")
+    if comp["task"] not in tasks.TASKS:
+      raise ValueError(f"{where}.task: unknown task '{comp['task']}'; expected one of {tasks.TASKS}")
+    weight = float(comp["weight"])
+    if weight < 0 or not math.isfinite(weight):
+      raise ValueError(f"{where}.weight must be a finite number >= 0, got {comp['weight']!r}")
+    if weight == 0:
+      logging.info("Data component %s has weight 0: left out of the mixture.", name)
+      continue
+    augment = _as_dict(comp["augment"]) if comp.get("augment") is not None else None
+    result.append(Component(name, _as_dict(comp["source"]), comp["task"], weight, augment))
+  if not result:
+    raise ValueError("data.components: no component with a positive weight")
+  return result
+
+
+def component_seed(seed: int, name: str) -> int:
+  """A stable 32-bit seed per (data.seed, component name), equal in every process and worker."""
+  return zlib.crc32(f"{seed}/{name}".encode()) & 0x7FFFFFFF
+
+
+QUICKSTART_WEIGHTS = dict(generation=0.85, editing=0.05, depth=0.03, normals=0.03, semantic=0.02,
+                          instance=0.01, referring=0.01)
+
+
+def scenes_data_config(data_dir: str, resolution: int = 32, global_batch: int = 32, text_length: int = 64,
+                       num_train: int = 2048, num_workers: int = 0, weights=None) -> dict:
+  """A data config mixing every task on the built-in scenes (the quickstart mixture by default)."""
+  source = dict(kind="scenes", data_dir=data_dir, resolution=resolution, num_train=num_train,
+                num_validation=128, num_test=128)
+  weights = QUICKSTART_WEIGHTS if weights is None else weights
+  return dict(resolution=resolution, text_length=text_length, max_inputs=1, global_batch=global_batch,
+              num_workers=num_workers, seed=0,
+              components={name: dict(source=source, task=name, weight=w) for name, w in weights.items()})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Text and fixed-shape examples.
+
+
+def tokenize(texts, length: int) -> np.ndarray:
+  """The model's byte tokenizer (docs/interfaces.md), imported on first use (worker start-up stays light)."""
+  from vbanana.model.text import tokenize as model_tokenize
+
+  return model_tokenize(texts, length)
+
+
+def to_arrays(example, task_ids: Mapping[str, int], resolution: int, text_length: int,
+              max_inputs: int) -> dict[str, np.ndarray]:
+  """A TaskExample -> the fixed-shape arrays of one batch row (docs/interfaces.md, 'Batch')."""
+  if len(example.inputs) > max_inputs:
+    raise ValueError(f"task '{example.task}' gave {len(example.inputs)} input images; data.max_inputs is "
+                     f"{max_inputs}")
+  inputs = np.zeros((max_inputs, resolution, resolution, 3), np.uint8)
+  for slot, image in enumerate(example.inputs):
+    inputs[slot] = augment_lib.resize_rgb(np.asarray(image, np.uint8), resolution)
+  target = np.asarray(example.target, np.uint8)
+  if example.task in _IMAGE_TARGET_TASKS:
+    target = augment_lib.resize_rgb(target, resolution)
+  else:
+    target = augment_lib.resize_nearest(target, resolution)
+  return {
+      "text": tokenize([example.instruction], text_length)[0],
+      "inputs": inputs,
+      "input_mask": np.arange(max_inputs) < len(example.inputs),
+      "target": np.ascontiguousarray(target),
+      "task": np.asarray(task_ids[example.task], np.int32),
+  }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Broken records: skipped and counted, or fatal in strict mode.
+
+SKIPPED: collections.Counter = collections.Counter()  # component -> records skipped (this process)
+SEEN: collections.Counter = collections.Counter()  # component -> records read (this process)
+
+
+class _Reader:
+  """Reads record i of a source; a failure becomes an Exception value instead of killing the stream."""
+
+  def __init__(self, source):
+    self.source = source
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int):
+    try:
+      return self.source[index]
+    except _CODE_ERRORS:
+      raise
+    except Exception as e:  # Decoders raise many types; the message names the record.
+      return e
+
+
+class Preprocess:
+  """One component's per-record work: check, augment, make the task example, make fixed-shape arrays.
+
+  Picklable (it travels into Grain workers); the task module is imported on first use.
+  """
+
+  def __init__(self, component: Component, data_cfg, train: bool):
+    from vbanana import tasks
+
+    self.component = component.name
+    self.task = component.task
+    self.task_ids = {name: tasks.task_id(name) for name in tasks.TASKS}
+    self.resolution = int(_get(data_cfg, "resolution"))
+    self.text_length = int(_get(data_cfg, "text_length"))
+    self.max_inputs = int(_get(data_cfg, "max_inputs"))
+    self.strict = bool(_get(data_cfg, "strict"))
+    aug = {**_as_dict(_get(data_cfg, "augment")), **(component.augment or {})}
+    self.crop_scale = tuple(aug.get("crop_scale", (1.0, 1.0)))
+    self.flip = bool(aug.get("flip", True))
+    self.train = train
+
+  def example(self, sample, rng: np.random.Generator):
+    """Sample (or the Exception reading it) -> (TaskExample, arrays); None when skipped."""
+    from vbanana import tasks
+
+    SEEN[self.component] += 1
+    try:
+      if isinstance(sample, Exception):
+        raise sample
+      sources_lib.check_sample(sample)
+      if self.train:
+        sample = augment_lib.train_augment(sample, rng, self.resolution, self.crop_scale, self.flip)
+      else:
+        sample = augment_lib.eval_crop(sample)
+      example = tasks.get(self.task).make_example(sample, rng, train=self.train)
+      if example is None:
+        raise sources_lib.BadRecordError(
+            f"{sample.get('key')}: this sample cannot make a '{self.task}' example")
+      return example, to_arrays(example, self.task_ids, self.resolution, self.text_length,
+                                self.max_inputs)
+    except _CODE_ERRORS:
+      raise
+    except Exception as e:
+      self._skip(sample, e)
+      return None
+
+  def _skip(self, sample, error: Exception):
+    key = getattr(sample, "get", lambda *_: None)("key") or "<unreadable record>"
+    message = f"data component '{self.component}' (task {self.task}): {type(error).__name__}: {error}"
+    if self.strict:
+      raise RuntimeError(f"data.strict=True: {message}") from error
+    SKIPPED[self.component] += 1
+    logging.warning("Skipping record %s of %s [%d of %d records skipped so far in this process]",
+                    key, message, SKIPPED[self.component], SEEN[self.component])
+    if (SEEN[self.component] >= _STALL_MIN_RECORDS
+        and SKIPPED[self.component] > _STALL_MAX_FRACTION * SEEN[self.component]):
+      raise RuntimeError(
+          f"data component '{self.component}': {SKIPPED[self.component]} of {SEEN[self.component]} records "
+          f"skipped; the source cannot feed task '{self.task}' (last: {message})")
+
+  def __call__(self, sample, rng: np.random.Generator):
+    result = self.example(sample, rng)
+    return None if result is None else result[1]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training mixture.
+
+
+def _process(process_index, process_count) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax
+
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} outside [0, {process_count})")
+  return process_index, process_count
+
+
+def shard_records(source, process_index: int, process_count: int) -> grain.MapDataset:
+  """This process's part of a source: records process_index, process_index + process_count, ..."""
+  return grain.MapDataset.source(_Reader(source))[process_index::process_count]
+
+
+def component_dataset(component: Component, data_cfg, process_index: int, process_count: int,
+                      source=None) -> grain.MapDataset:
+  """One component's infinite, shuffled, preprocessed stream of this process's records."""
+  source = source if source is not None else sources_lib.make_source(component.source)
+  seed = component_seed(int(_get(data_cfg, "seed")), component.name)
+  records = shard_records(source, process_index, process_count)
+  if len(records) == 0:
+    raise ValueError(f"data.components.{component.name}: process {process_index} of {process_count} has no "
+                     f"records (the source has {len(source)})")
+  return (records.shuffle(seed=seed).repeat()
+          .random_map(Preprocess(component, data_cfg, train=True), seed=seed + 1))
+
+
+def make_train_dataset(data_cfg, *, process_index=None, process_count=None) -> grain.IterDataset:
+  """The mixture as a Grain IterDataset of per-process batches (before iteration)."""
+  process_index, process_count = _process(process_index, process_count)
+  global_batch = int(_get(data_cfg, "global_batch"))
+  if global_batch % process_count:
+    raise ValueError(f"data.global_batch={global_batch} is not divisible by the {process_count} processes")
+  comps = components(data_cfg)
+  # Grain's default (16 threads, 500 elements) per component is far too much for a mixture of seven.
+  read = grain.ReadOptions(num_threads=int(_get(data_cfg, "read_threads")),
+                           prefetch_buffer_size=int(_get(data_cfg, "read_buffer")))
+  streams = {c.name: component_dataset(c, data_cfg, process_index, process_count).to_iter_dataset(read)
+             for c in comps}
+  weights = {c.name: c.weight for c in comps}
+  ds = grain.IterDataset.mix(streams, weights) if len(comps) > 1 else streams[comps[0].name]
+  ds = ds.batch(global_batch // process_count, drop_remainder=True)
+  num_workers = int(_get(data_cfg, "num_workers"))
+  if num_workers > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=num_workers, per_worker_buffer_size=int(_get(data_cfg, "worker_buffer_size"))))
+  return ds
+
+
+def make_train_iterator(data_cfg, *, process_index=None, process_count=None) -> grain.DatasetIterator:
+  """A checkpointable iterator of this process's numpy batches (`global_batch // process_count` rows).
+
+  Save and restore it with `grain.checkpoint.CheckpointSave(it)` / `CheckpointRestore(it)` in the Orbax
+  manager (or `it.get_state()` / `it.set_state(state)`); call `it.close()` to stop worker processes.
+  """
+  return iter(make_train_dataset(data_cfg, process_index=process_index, process_count=process_count))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def make_eval_batches(data_cfg, component_name: str, split: str, batch_size: int, *, limit: int | None = None,
+                      process_index=None, process_count=None, source=None) -> Iterator[tuple[dict, list]]:
+  """Yields (batch, examples) covering a split exactly once with eval preprocessing (`train=False`).
+
+  `batch_size` is global; this process yields rows for its records (index p, p + P, ...), and every
+  process yields the same number of batches. Each batch has the keys of the training batch plus
+  `example_mask` (bool (B,), True for real rows, which come first); `examples` are the real rows'
+  TaskExamples with their full-resolution `ground_truth` and `decode_args`. `limit` keeps the first
+  `limit` records of the split. Broken records are skipped and counted (or fail with data.strict).
+  """
+  process_index, process_count = _process(process_index, process_count)
+  if batch_size % process_count:
+    raise ValueError(f"eval batch_size={batch_size} is not divisible by the {process_count} processes")
+  by_name = {c.name: c for c in components(data_cfg)}
+  raw = _as_dict(_get(data_cfg, "components"))
+  if component_name not in raw:
+    raise ValueError(f"eval: no data component '{component_name}' in data.components ({sorted(raw)})")
+  comp = by_name.get(component_name)
+  if comp is None:  # A weight-0 component can still be evaluated.
+    spec = _as_dict(raw[component_name])
+    comp = Component(component_name, _as_dict(spec["source"]), spec["task"], 0.0)
+  source = source if source is not None else sources_lib.make_source(comp.source, split)
+  total = len(source) if limit is None else min(limit, len(source))
+  local_batch = batch_size // process_count
+  indices = range(process_index, total, process_count)
+  num_batches = math.ceil(math.ceil(total / process_count) / local_batch)
+  preprocess = Preprocess(comp, data_cfg, train=False)
+  reader = _Reader(source)
+  pending = iter(indices)
+  for _ in range(num_batches):
+    rows, examples = [], []
+    while len(rows) < local_batch:
+      index = next(pending, None)
+      if index is None:
+        break
+      result = preprocess.example(reader[index], np.random.default_rng(index))
+      if result is not None:
+        examples.append(result[0])
+        rows.append(result[1])
+    yield _pad_batch(rows, local_batch, preprocess), examples
+
+
+def _pad_batch(rows: list[dict], size: int, preprocess: Preprocess) -> dict[str, np.ndarray]:
+  r, k, length = preprocess.resolution, preprocess.max_inputs, preprocess.text_length
+  batch = {
+      "text": np.zeros((size, length), np.int32),
+      "inputs": np.zeros((size, k, r, r, 3), np.uint8),
+      "input_mask": np.zeros((size, k), bool),
+      "target": np.zeros((size, r, r, 3), np.uint8),
+      "task": np.full((size,), preprocess.task_ids[preprocess.task], np.int32),
+      "example_mask": np.arange(size) < len(rows),
+  }
+  for i, row in enumerate(rows):
+    for key, value in row.items():
+      batch[key][i] = value
+  return batch

@@ -1,0 +1,151 @@
+"""Source specs -> random-access sources of raw samples (`len(src)`, `src[i]` -> dict, picklable).
+
+A source spec is a small dict from the config:
+    {'kind': 'scenes', 'data_dir': ..., 'resolution': 32}       the built-in procedural scenes (built once)
+    {'kind': 'tfds', 'name': 'nyu_depth_v2', 'data_dir': ...}    a prepared TFDS dataset + its adapter
+    {'kind': 'folder', 'path': ...}                              a directory of images (see folder.py)
+`check_sample` is the one place that decides whether a raw sample is usable; the pipeline skips (or, in
+strict mode, fails on) the samples it rejects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+from absl import logging
+
+from vbanana.data import adapters
+from vbanana.data.adapters import IGNORE_LABEL, BadRecordError
+from vbanana.data.folder import FolderSource
+
+KINDS = ("scenes", "tfds", "folder")
+SCENES_DEFAULTS = dict(resolution=32, num_train=2048, num_validation=128, num_test=128, seed=0,
+                       build_workers=1)
+
+
+def _field(spec: Mapping[str, Any], name: str, what: str):
+  if name not in spec or spec[name] is None:
+    raise ValueError(f"source spec {dict(spec)} has no field '{name}' ({what})")
+  return spec[name]
+
+
+class TfdsSource:
+  """A prepared TFDS dataset read by random access, each record mapped by its adapter.
+
+  Opens the ArrayRecord files lazily, so the object pickles small into Grain worker processes.
+  """
+
+  def __init__(self, name: str, split: str, data_dir: str | None = None, class_names=None):
+    import tensorflow_datasets as tfds  # Imported here: the folder and scenes paths do not need it.
+
+    self.name, self.split, self.data_dir = name, split, data_dir
+    builder = tfds.builder(name, data_dir=data_dir)
+    self.adapter = adapters.make_adapter(name, builder.info.features, class_names)
+    self._records = None
+    self._length = len(self._open())
+
+  def _open(self):
+    if self._records is None:
+      import tensorflow_datasets as tfds
+
+      self._records = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir)
+    return self._records
+
+  def __getstate__(self):
+    return {**self.__dict__, "_records": None}
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __repr__(self) -> str:
+    return f"TfdsSource({self.name!r}, split={self.split!r}, {self._length} records)"
+
+  def __getitem__(self, index: int) -> dict:
+    key = f"{self.name}/{self.split}[{index}]"
+    try:
+      record = self._open()[index]
+    except Exception as e:  # Corrupt bytes surface here as decode errors of any type.
+      raise BadRecordError(f"{key}: cannot decode record ({type(e).__name__}: {e})") from e
+    return self.adapter(record, key)
+
+
+def _scenes_source(spec, split: str):
+  from vbanana.data import scenes_tfds  # Written beside this module; imported lazily (TFDS builder).
+
+  data_dir = _field(spec, "data_dir", "where the scenes dataset lives or is built")
+  options = {k: spec.get(k, v) for k, v in SCENES_DEFAULTS.items()}
+  try:
+    return scenes_tfds.load(data_dir, options["resolution"], split)
+  except FileNotFoundError:
+    logging.warning("No scenes dataset in %s: building it once (%d train / %d validation / %d test scenes "
+                    "at %dx%d); later runs reuse it.", data_dir, options["num_train"],
+                    options["num_validation"], options["num_test"], options["resolution"],
+                    options["resolution"])
+  scenes_tfds.build(data_dir, options["resolution"], options["num_train"], options["num_validation"],
+                    options["num_test"], seed=options["seed"], num_workers=options["build_workers"])
+  return scenes_tfds.load(data_dir, options["resolution"], split)
+
+
+def make_source(spec: Mapping[str, Any], split: str | None = None):
+  """The random-access source of raw samples for a source spec; `split` overrides spec['split']."""
+  if not isinstance(spec, Mapping):
+    raise ValueError(f"a source spec must be a dict with a 'kind' field, got {spec!r}")
+  kind = _field(spec, "kind", f"one of {KINDS}")
+  split = split or spec.get("split", "train")
+  if kind == "scenes":
+    return _scenes_source(spec, split)
+  if kind == "tfds":
+    name = _field(spec, "name", "a TFDS dataset name such as 'nyu_depth_v2'")
+    return TfdsSource(name, spec.get("split_names", {}).get(split, split), spec.get("data_dir"),
+                      spec.get("class_names"))
+  if kind == "folder":
+    return FolderSource(_field(spec, "path", "a directory of images"), split)
+  raise ValueError(f"source spec field 'kind': unknown kind '{kind}'; expected one of {KINDS}")
+
+
+def check_sample(sample: Mapping[str, Any]) -> None:
+  """Raises BadRecordError naming the record when a raw sample breaks the contract of docs/interfaces.md."""
+  key = sample.get("key", "<unnamed record>")
+
+  def fail(message):
+    raise BadRecordError(f"{key}: {message}")
+
+  if "image" not in sample:
+    fail("no 'image'")
+  image = sample["image"]
+  if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+    fail(f"'image' must be uint8 (H, W, 3), got {getattr(image, 'dtype', type(image))} "
+         f"{getattr(image, 'shape', '')}")
+  if min(image.shape[:2]) == 0:
+    fail(f"'image' is empty {image.shape}")
+  hw = image.shape[:2]
+  for name in ("depth", "normals", "semantic", "instance"):
+    if name in sample and np.shape(sample[name])[:2] != hw:
+      fail(f"'{name}' has shape {np.shape(sample[name])}, the image {image.shape}")
+  if "depth" in sample:
+    depth = sample["depth"]
+    if not np.any(np.isfinite(depth) & (depth > 0)):
+      fail("'depth' has no valid pixel (all NaN, infinite or <= 0)")
+  if "normals" in sample:
+    normals = np.asarray(sample["normals"])
+    if normals.ndim != 3 or normals.shape[-1] != 3 or not np.any(np.isfinite(normals).all(-1)):
+      fail(f"'normals' must be (H, W, 3) with some finite pixels, got {normals.shape}")
+  if "semantic" in sample:
+    if "class_names" not in sample:
+      fail("'semantic' without 'class_names'")
+    num_classes = len(sample["class_names"])
+    labels = np.unique(sample["semantic"])
+    unknown = labels[(labels != IGNORE_LABEL) & ((labels < 0) | (labels >= num_classes))]
+    if unknown.size:
+      fail(f"'semantic' has class ids {unknown[:5].tolist()} outside the {num_classes} classes "
+           f"(and {IGNORE_LABEL} = unlabelled)")
+  if "instance_class" in sample and "class_names" in sample:
+    bad = [c for c in sample["instance_class"].values() if not 0 <= c < len(sample["class_names"])]
+    if bad:
+      fail(f"'instance_class' has class ids {bad[:5]} outside the classes")
+  for name in ("edit_source", "edit_target"):
+    if name in sample:
+      edit = sample[name]
+      if edit.dtype != np.uint8 or edit.ndim != 3 or edit.shape[-1] != 3:
+        fail(f"'{name}' must be uint8 (H, W, 3), got {edit.dtype} {edit.shape}")

@@ -1,0 +1,1 @@
+"""Experiments: scripts that run several trainings and evaluations and write a report (`recipe`)."""

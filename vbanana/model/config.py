@@ -1,0 +1,155 @@
+"""`ModelConfig`: every shape and numeric choice of the DiT, validated once, and the named sizes.
+
+A config is a frozen dataclass so it can be hashed (a static jit argument), compared (a workdir refuses
+another model's checkpoints) and written as JSON next to exported weights (`to_dict` / `from_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+
+# Remat policy names -> `jax.checkpoint` policies ('none' = no remat, 'full' = save nothing).
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.checkpoint_dots,
+    "save_dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "save_everything": jax.checkpoint_policies.everything_saveable,
+}
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Shapes of the joint-sequence DiT. Defaults are the `tiny` size."""
+  image_size: int = 32          # square images, pixels
+  patch_size: int = 4           # pixels per token side
+  channels: int = 3
+  width: int = 64               # model (embedding) width
+  depth: int = 2                # number of DiT blocks
+  num_heads: int = 4
+  mlp_ratio: float = 4.0        # SwiGLU hidden = 2/3 * mlp_ratio * width (rounded up to a multiple of 8)
+  text_len: int = 64            # instruction tokens (the layout FLOPs are counted for)
+  text_width: int = 64          # byte-level text encoder
+  text_depth: int = 1
+  text_heads: int = 4
+  vocab_size: int = 258
+  max_inputs: int = 1           # K input-image slots
+  text_embed_dim: int | None = None  # set: the model reads precomputed text embeddings of this width instead
+  dtype: str = "float32"        # activations / matmul inputs
+  param_dtype: str = "float32"  # parameters (and so optimizer state) stay float32
+  remat: str = "none"           # a key of REMAT_POLICIES
+  scan: bool = True             # lax.scan over blocks (flat compile time) or an unrolled loop
+  qk_norm: bool = True
+
+  def __post_init__(self):
+    def fail(field, message):
+      raise ValueError(f"ModelConfig.{field}: {message}")
+    for name in ("image_size", "patch_size", "channels", "width", "depth", "num_heads", "text_len",
+                 "text_width", "text_heads", "vocab_size"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        fail(name, f"expected a positive int, got {value!r}")
+    for name in ("text_depth", "max_inputs"):
+      if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+        fail(name, f"expected an int >= 0, got {getattr(self, name)!r}")
+    if self.image_size % self.patch_size:
+      fail("image_size", f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}")
+    if self.width % self.num_heads:
+      fail("width", f"width={self.width} is not divisible by num_heads={self.num_heads}")
+    if (self.width // self.num_heads) % 4:
+      fail("num_heads", f"head dim width/num_heads={self.width}/{self.num_heads}="
+           f"{self.width // self.num_heads} must be divisible by 4 (2D rotary positions rotate pairs of "
+           "channels, half of them by row and half by column)")
+    if self.text_width % self.text_heads:
+      fail("text_width", f"text_width={self.text_width} is not divisible by text_heads={self.text_heads}")
+    if (self.text_width // self.text_heads) % 2:
+      fail("text_heads", f"text head dim text_width/text_heads={self.text_width // self.text_heads} must be "
+           "even (1D rotary positions rotate pairs of channels)")
+    if not self.mlp_ratio > 0:
+      fail("mlp_ratio", f"expected > 0, got {self.mlp_ratio!r}")
+    if self.text_embed_dim is not None and (not isinstance(self.text_embed_dim, int) or self.text_embed_dim < 1):
+      fail("text_embed_dim", f"expected None or a positive int, got {self.text_embed_dim!r}")
+    if self.dtype not in DTYPES:
+      fail("dtype", f"expected one of {DTYPES}, got {self.dtype!r}")
+    if self.param_dtype not in DTYPES:
+      fail("param_dtype", f"expected one of {DTYPES}, got {self.param_dtype!r}")
+    if self.remat not in REMAT_POLICIES:
+      fail("remat", f"expected one of {tuple(REMAT_POLICIES)}, got {self.remat!r}")
+
+  # Derived quantities, named once.
+  @property
+  def head_dim(self) -> int:
+    return self.width // self.num_heads
+
+  @property
+  def mlp_dim(self) -> int:
+    return -(-int(round(2 / 3 * self.mlp_ratio * self.width)) // 8) * 8
+
+  @property
+  def text_mlp_dim(self) -> int:
+    return -(-int(round(2 / 3 * self.mlp_ratio * self.text_width)) // 8) * 8
+
+  @property
+  def grid(self) -> int:
+    """Tokens per image side."""
+    return self.image_size // self.patch_size
+
+  @property
+  def tokens_per_image(self) -> int:
+    return self.grid ** 2
+
+  @property
+  def patch_dim(self) -> int:
+    return self.patch_size ** 2 * self.channels
+
+  def seq_len(self, text_len: int | None = None) -> int:
+    """Length of the joint sequence: text + K input images + target."""
+    text_len = self.text_len if text_len is None else text_len
+    return text_len + (self.max_inputs + 1) * self.tokens_per_image
+
+  def replace(self, **overrides) -> "ModelConfig":
+    return dataclasses.replace(self, **overrides)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ValueError(f"ModelConfig.from_dict: unknown fields {unknown}; known: {sorted(known)}")
+    return cls(**d)
+
+
+# Named sizes. Widths/depths/heads follow DiT (S/B/L/XL); the 2B one is for TPU pods. Sizes set the
+# transformer; image size, patch size, text length and input slots come from the experiment config.
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(width=64, depth=2, num_heads=4, text_width=64, text_depth=1, text_heads=4),
+    "small": dict(width=128, depth=4, num_heads=4, text_width=128, text_depth=2, text_heads=4),
+    "cpu_s": dict(width=256, depth=4, num_heads=4, text_width=128, text_depth=2, text_heads=4),
+    "cpu_m": dict(width=384, depth=6, num_heads=6, text_width=128, text_depth=2, text_heads=4),
+    "S": dict(width=384, depth=12, num_heads=6, text_width=256, text_depth=2, text_heads=4),
+    "B": dict(width=768, depth=12, num_heads=12, text_width=384, text_depth=4, text_heads=6),
+    "L": dict(width=1024, depth=24, num_heads=16, text_width=512, text_depth=4, text_heads=8),
+    "XL": dict(width=1152, depth=28, num_heads=16, text_width=512, text_depth=6, text_heads=8),
+    "2B": dict(width=2048, depth=36, num_heads=32, text_width=1024, text_depth=8, text_heads=16,
+               dtype="bfloat16", remat="save_dots_no_batch"),
+}
+_ALIASES = {"xl": "XL", "l": "L", "b": "B", "s": "S", "2b": "2B"}
+
+
+def config_for(name: str, **overrides) -> ModelConfig:
+  """The named size with `overrides` applied (e.g. `config_for("tiny", image_size=16)`)."""
+  key = name if name in SIZES else _ALIASES.get(name)
+  if key is None:
+    raise ValueError(f"config.model.size={name!r} is not a known size; known: {sorted(SIZES)}")
+  fields = {f.name for f in dataclasses.fields(ModelConfig)}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise ValueError(f"config.model: unknown field(s) {unknown}; ModelConfig fields: {sorted(fields)}")
+  return ModelConfig(**{**SIZES[key], **overrides})

@@ -18,8 +18,8 @@ def kernel(tmp_path_factory):
   path = tmp_path_factory.mktemp("jupyter")
   spec_dir = path / "kernels" / KERNEL
   spec_dir.mkdir(parents=True)
-  env = {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "TF_CPP_MIN_LOG_LEVEL": "3",
-         "MPLBACKEND": "Agg"}
+  pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+  env = {"PYTHONPATH": pythonpath, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
   (spec_dir / "kernel.json").write_text(json.dumps({
       "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
       "display_name": "vbanana test", "language": "python", "env": env}))

@@ -13,6 +13,7 @@ from PIL import Image
 from vbanana import predict
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 PERCEPTION = ("depth", "normals", "semantic", "instance", "referring")
 
 
@@ -59,7 +60,7 @@ def test_cli_depth_on_a_folder(tiny, images, tmp_path):
   r = subprocess.run([sys.executable, "-m", "vbanana.predict", f"--checkpoint={tiny[1]}", "--task=depth",
                       f"--input={images}", f"--out={out}", "--steps=2", "--batch_size=2"],
                      capture_output=True, text=True, timeout=180, cwd=ROOT,
-                     env={**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"})
+                     env={**os.environ, "PYTHONPATH": PYTHONPATH, "JAX_PLATFORMS": "cpu"})
   assert r.returncode == 0, r.stderr[-3000:]
   assert "gray.png is a grayscale image: converted to RGB" in r.stderr
   assert "alpha.png is a RGBA image: converted to RGB (alpha dropped)" in r.stderr
@@ -88,10 +89,11 @@ def test_every_perception_task_writes_its_files(task, tiny, loaded, images, tmp_
     np.testing.assert_allclose(np.linalg.norm(normals, axis=-1), 1.0, atol=1e-4)
     return
   mask = Image.open(out / f"scene.{task}.png")
-  assert mask.mode == "P" and mask.size == (48, 64)
   ids = np.asarray(mask)
+  assert ids.shape == (64, 48)
   legend = json.load(open(out / f"scene.{task}.json"))
   assert sorted(int(i) for i in legend["ids"]) == sorted(np.unique(ids).tolist())
+  assert mask.mode == "P"
   palette = np.asarray(mask.getpalette()[:3 * 256]).reshape(-1, 3)
   for i, entry in legend["ids"].items():  # the legend's colours are the PNG's palette colours
     assert palette[int(i)].tolist() == entry["color"]
@@ -170,6 +172,6 @@ def test_user_mistakes_give_one_line_and_status_2(tiny, images, tmp_path, capsys
 def test_cli_error_has_no_traceback(tmp_path):
   r = subprocess.run([sys.executable, "-m", "vbanana.predict", f"--checkpoint={tmp_path}", "--task=depth",
                       f"--input={tmp_path / 'none.jpg'}", f"--out={tmp_path}"], capture_output=True, text=True,
-                     timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                     timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": PYTHONPATH})
   assert r.returncode == 2
   assert r.stderr.strip().splitlines() == [f"error: --input: no such file or folder: {tmp_path / 'none.jpg'}"]

@@ -12,15 +12,16 @@ import pytest
 from vbanana.experiments import recipe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 SHRINK = ["--override=pretrain_steps=3", "--override=steps=3", "--override=num_train=16",
-          "--override=num_test=4", "--override=eval_limit=4", "--override=sweep_limit=2",
+          "--override=num_test=2", "--override=eval_limit=2", "--override=sweep_limit=2",
           "--override=eval_steps=1", "--override=sweep_steps=1,2"]
 
 
 def run_recipe(out, *extra):
   return subprocess.run([sys.executable, "-m", "vbanana.experiments.recipe", f"--out={out}", "--budget=quick",
                          *SHRINK, *extra], capture_output=True, text=True, timeout=400, cwd=ROOT,
-                        env={**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
+                        env={**os.environ, "PYTHONPATH": PYTHONPATH, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
 
 
 def test_quick_recipe_writes_table_claims_and_plots(tmp_path):
@@ -35,7 +36,7 @@ def test_quick_recipe_writes_table_claims_and_plots(tmp_path):
   assert set(data["results"]) == {r.name for r in recipe.RUNS}
   # Every perception metric of every mixture run, and generation quality of pretrain and instruct, is a
   # finite number.
-  for run in ("instruct", "scratch", "share_2", "share_50"):
+  for run in ("pretrain", "instruct", "scratch", "share_2", "share_50"):
     for m in recipe.PERCEPTION_METRICS:
       assert math.isfinite(recipe.lookup(data["results"][run], m)), (run, m)
   for run in ("pretrain", "instruct"):
@@ -84,8 +85,17 @@ def test_verdicts_follow_the_numbers():
   assert recipe.judge_generation_kept({"pretrain": gen(10.0, 0.8), "instruct": gen(11.8, 0.8)})[0] == \
       "inconclusive"
 
-  assert recipe.judge_low_share({"instruct": perception(0.95), "share_50": perception(1.0)})[0] == "confirmed"
-  assert recipe.judge_low_share({"instruct": perception(0.5), "share_50": perception(1.0)})[0] == "refuted"
+  assert recipe.judge_generation_kept({"pretrain": gen(10.0, 0.5), "instruct": gen(10.0, 0.5)})[0] == \
+      "inconclusive"  # at chance: nothing to keep
+
+  untrained = perception(0.5)
+  assert recipe.judge_low_share({"instruct": perception(0.95), "share_50": perception(1.0),
+                                 "pretrain": untrained})[0] == "confirmed"
+  assert recipe.judge_low_share({"instruct": perception(0.5), "share_50": perception(1.0),
+                                 "pretrain": untrained})[0] == "refuted"
+  # Equal numbers prove nothing when no run learned the tasks.
+  assert recipe.judge_low_share({"instruct": untrained, "share_50": untrained, "pretrain": untrained})[0] == \
+      "inconclusive"
 
 
 @pytest.mark.parametrize("share", [0.02, 0.1, 0.5])

@@ -173,6 +173,28 @@ def test_instance_survives_noise():
   assert m["pq"] > 0.8 and np.isfinite(list(m.values())).all()
 
 
+def test_instance_decode_of_pure_noise_stays_bounded():
+  """A model output of noise is not hundreds of one-pixel instances: small regions drop, at most 100 stay."""
+  rng = np.random.default_rng(3)
+  noise = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+  assert len(instance.decode(noise)["masks"]) == 0
+  blobs = np.zeros((160, 160, 3), np.uint8)  # 256 solid 6x6 squares in distinct colours
+  colors = common.well_separated_palette(256, seed=0, exclude=[(0, 0, 0)])
+  for k in range(256):
+    y, x = divmod(k, 16)
+    blobs[y * 10:y * 10 + 6, x * 10:x * 10 + 6] = colors[k]
+  out = instance.decode(blobs)
+  assert len(out["masks"]) == instance.MAX_INSTANCES and out["masks"].sum((1, 2)).min() == 36
+
+
+def test_instance_colour_ramp_is_cut_not_chained():
+  """Two solid regions joined by a slow ramp do not become one instance spanning both colours."""
+  ramp = np.zeros((8, 60, 3), np.uint8)
+  ramp[:, :, 0] = np.linspace(60, 250, 60).astype(np.uint8)  # steps of ~3, total span 190
+  out = instance.decode(ramp)
+  assert len(out["masks"]) >= 2 and max(m.sum() for m in out["masks"]) < ramp.shape[0] * ramp.shape[1]
+
+
 def test_instance_ap_by_hand():
   gt = np.zeros((2, 10, 10), bool); gt[0, :5] = True; gt[1, 5:] = True
   good = {"masks": gt.copy(), "scores": np.array([0.9, 0.8])}

@@ -72,7 +72,7 @@ def parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config_file = config_flags.get_config_filename(flags.FLAGS["config"])
+  config_file = (config_flags.get_config_filename(flags.FLAGS["config"]) or "").partition(":")[0]
   if not config_file or not os.path.exists(config_file):
     raise app.UsageError(f"--config: no config file at {config_file!r} (expected configs/NAME.py[:ARGS])")
   if not _WORKDIR.value:

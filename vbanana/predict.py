@@ -6,9 +6,9 @@ r"""Run a trained vbanana model on your own images: one image (or a folder) in, 
   python -m vbanana.predict --checkpoint=model.safetensors --task=generate --prompt="a blue cube" --out=preds
 
 --checkpoint is a training workdir (its latest checkpoint, EMA parameters) or a file written by
-`python -m vbanana.export`. Tasks: depth, normals, semantic, instance, referring (needs --prompt, the
-referring expression), generate (needs --prompt, the caption; no --input), edit (needs --prompt, the edit
-instruction).
+`python -m vbanana.export`. Tasks: depth, normals, semantic, instance (--prompt may name the class to
+segment: sphere, box, cylinder or cone; default sphere), referring (needs --prompt, the referring
+expression), generate (needs --prompt, the caption; no --input), edit (needs --prompt, the instruction).
 
 Image sizes: every input is resized (bicubic) to the model's square resolution, and every prediction is
 resized back to the input's size: depth and normals bilinearly (normals renormalised), masks by nearest
@@ -253,13 +253,26 @@ def request_sample(image: np.ndarray, prompt: str | None, key: str) -> dict:
   }
 
 
+def instance_class(prompt: str | None) -> int:
+  """The scenes class id that --task=instance asks for: --prompt names it (default: the first shape)."""
+  from vbanana.data import scenes  # pylint: disable=g-import-not-at-top
+  name = (prompt or scenes.SHAPES[0]).strip().lower()
+  if name not in scenes.SHAPE_CLASS:
+    raise UserError(f"--prompt for --task=instance names the class to segment: one of "
+                    f"{', '.join(scenes.SHAPES)}; got '{prompt}'")
+  return scenes.SHAPE_CLASS[name]
+
+
 def make_request(task: str, image: np.ndarray | None, prompt: str | None, res: int, key: str):
   """The TaskExample (instruction, inputs, decode_args) for one request at the model's resolution."""
   from vbanana import tasks  # pylint: disable=g-import-not-at-top
   if image is None:
     image = np.zeros((res, res, 3), np.uint8)
-  example = tasks.get(task).make_example(request_sample(image, prompt, key), np.random.default_rng(0),
-                                         train=False)
+  sample = request_sample(image, prompt, key)
+  if task == "instance":
+    wanted = instance_class(prompt)
+    sample["instance_class"] = {i: c for i, c in sample["instance_class"].items() if c == wanted}
+  example = tasks.get(task).make_example(sample, np.random.default_rng(0), train=False)
   if example is None:
     raise UserError(f"--task: the task module '{task}' cannot make a request for {key}")
   return example
@@ -277,7 +290,10 @@ def _palette(n: int) -> np.ndarray:
 
 
 def save_mask(path: str, ids: np.ndarray, palette: np.ndarray) -> None:
-  """A palette ('P') PNG whose pixel values are the ids; viewers show the palette colours."""
+  """A palette ('P') PNG whose pixel values are the ids, so viewers show the palette colours (instance
+  decoding keeps at most 100 masks, semantic palettes have at most 255 classes)."""
+  if ids.max(initial=0) > 255:
+    raise ValueError(f"{path}: {int(ids.max())} is over the 255 ids a palette PNG holds")
   im = Image.fromarray(ids.astype(np.uint8), mode="P")
   flat = np.zeros((256, 3), np.uint8)
   flat[:len(palette)] = palette[:256]
@@ -339,10 +355,13 @@ def class_names(example) -> list[str]:
 
 
 def mask_palette(task: str, num_ids: int, example) -> np.ndarray:
-  """Colours of ids 0..num_ids-1: per class for semantic (fixed by the class list), per id otherwise."""
+  """Colours of ids 0..num_ids-1: for semantic, the colours the instruction gave each class (black for
+  unlabelled); for instance and referring, one distinct colour per id (black background)."""
   if task == "semantic":
-    names = class_names(example)
-    return _palette(max(len(names), num_ids) + 1)[1:]
+    colors = np.asarray(example.decode_args["colors"], np.uint8)
+    palette = np.zeros((max(num_ids, len(colors)), 3), np.uint8)
+    palette[:len(colors)] = colors
+    return palette
   return _palette(max(num_ids, 2))
 
 
@@ -423,6 +442,8 @@ def run(checkpoint: str, task: str, out: str, input_path: str | None = None, pro
   """Everything the command does; returns the paths written. Raises UserError for a user's mistake."""
   if task not in TASKS:
     raise UserError(f"--task: unknown task '{task}'; expected one of {', '.join(TASKS)}")
+  if task == "instance":
+    instance_class(prompt)  # checked before anything is loaded
   if task in NEEDS_PROMPT and not (prompt or "").strip():
     raise UserError(f"--task={task} needs --prompt: {NEEDS_PROMPT[task]}")
   if task == "generate" and input_path:
@@ -483,7 +504,8 @@ def _parser():
   p.add_argument("--checkpoint", required=True, help="a training workdir or a file from vbanana.export")
   p.add_argument("--task", required=True, help=" | ".join(TASKS))
   p.add_argument("--input", help="an image file or a folder of images (not for --task=generate)")
-  p.add_argument("--prompt", help="referring: the expression; generate: the caption; edit: the instruction")
+  p.add_argument("--prompt", help="referring: the expression; generate: the caption; edit: the instruction; "
+                 "instance (optional): the class to segment (sphere, box, cylinder or cone; default sphere)")
   p.add_argument("--out", required=True, help="output folder")
   p.add_argument("--steps", type=int, help=f"sampler steps (default {DEFAULT_PERCEPTION_STEPS} for "
                  f"perception, {DEFAULT_STEPS['generation']} for generate and edit)")

@@ -1,28 +1,29 @@
 r"""The recipe end to end: does generative pretraining make a better generalist vision model?
 
-  python -m vbanana.experiments.recipe --out=runs/recipe --budget=quick     # a few minutes on a 2-core CPU
+  python -m vbanana.experiments.recipe --out=runs/recipe --budget=quick     # about 10 minutes on a 2-core CPU
   python -m vbanana.experiments.recipe --out=runs/recipe_full --budget=full # about 2 hours on a 2-core CPU
 
 On the built-in scenes data (built once under OUT/data), through the real trainer (`train.train_and_evaluate`,
 in this process, one workdir per run under OUT/runs, so a stopped recipe resumes where it stopped):
-  pretrain     generation + editing only.
+  pretrain     generation + editing only (also scored on perception: the no-vision-training baseline).
   instruct     from pretrain's EMA params, the mixture with vision tasks at 10% of examples, S steps.
   scratch      the same model, data stream and S steps as instruct, from random init.
   share_2, share_50   instruct with the vision share at 2% and 50% (instruct itself is the 10% point).
 Every run is evaluated on the held-out test split (`eval_limit` scenes per task): depth AbsRel and delta1,
-normals mean angular error and % under 11.25 deg, semantic mIoU, instance AP/PQ, referring gIoU, and for
-pretrain and instruct the generation-quality metric (scenes FD and caption-attribute accuracy of
-vbanana.quality). The instruct model is also evaluated at 1, 2, 4, 8, 25 and 50 sampler steps.
+normals mean angular error and % under 11.25 deg, semantic mIoU, instance AP/PQ, referring gIoU, and the
+generation-quality metric (scenes FD and caption-attribute accuracy of vbanana.quality). The instruct model is also evaluated at 1, 2, 4, 8, 25 and 50 sampler steps.
 Writes OUT/results.md (tables; three claims each marked confirmed / refuted / inconclusive by the rules in
 `judge_*`, from the numbers), OUT/results.json and OUT/{steps,share,loss}.png.
 
 Budgets. quick: the tiny model (width 64, depth 2) at 32x32, 30 + 30 steps of batch 8 on 64 training scenes,
-8 test scenes per task: a smoke test of the whole pipeline whose numbers mean little. full: the `small`
-model (width 128, depth 4, about 2M parameters) at 32x32, batch 32, 1500 pretrain steps and 1500 steps per
-mixture run on 2048 training scenes, 64 test scenes per task. Why: on this 2-core CPU a `small` train step
-at 32 px and batch 32 takes about 0.6-0.8 s, so 1500 + 4 x 1500 steps is about 75-100 min; the evaluations
-(5 runs x 5-7 tasks x 64 scenes at 4 steps, plus the 6-point steps sweep on 5 tasks) take about 15 min. 64 px
-would cost 4x per step and leave only ~400 steps per run, too few for the vision tasks to leave chance level.
+4 test scenes per task (2 for instance and for the steps sweep): a smoke test of the whole pipeline whose
+numbers mean little.
+full: the `small` model (width 128, depth 4) at 32x32, batch 32, 1200 pretrain steps and 1200 steps per
+mixture run on 2048 training scenes, 64 test scenes per task (32 in the steps sweep). Why (an estimate,
+not yet timed end to end): vbanana.model.flops counts 42 GFLOP per `small` train step at 32 px and batch 32, and a DiT step runs
+at 40-60 GFLOP/s on this 2-core CPU (shared/stack-notes.md), so about 0.7-1 s per step; 1200 + 4 x 1200 steps
+is then 70-100 min, leaving 20-50 min for the evaluations. 64 px would cost 4x per step and leave ~300
+steps per run, too few for the vision tasks to leave chance level.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import math
 import os
 import sys
 import time
-from typing import Any
 
 VISION_TASKS = ("depth", "normals", "semantic", "instance", "referring")
 STAGES = ("pretrain", "instruct", "scratch")
@@ -60,8 +60,8 @@ class Budget:
 
 BUDGETS = {
     "quick": Budget(size="tiny", res=32, batch=8, pretrain_steps=30, steps=30, num_train=64, num_test=8,
-                    eval_limit=8, eval_steps=4, sweep_limit=8),
-    "full": Budget(size="small", res=32, batch=32, pretrain_steps=1500, steps=1500, num_train=2048,
+                    eval_limit=4, eval_steps=4, sweep_limit=2),
+    "full": Budget(size="small", res=32, batch=32, pretrain_steps=1200, steps=1200, num_train=2048,
                    num_test=64, eval_limit=64, eval_steps=4, sweep_limit=32, lr=5e-4),
 }
 
@@ -90,6 +90,7 @@ def make_config(stage: str, *, vision_share: float = 0.1, init_from: str = "", s
   if stage == "instruct" and not init_from:
     raise ValueError("stage=instruct needs init_from=<the pretrain workdir>")
   weights = mixture(stage, vision_share)
+  every_task = {task: 0.0 for task in ("generation", "editing") + VISION_TASKS}
   c = config_lib.base_config()
   c.seed = seed
   c.init_from = init_from if stage == "instruct" else ""
@@ -98,8 +99,10 @@ def make_config(stage: str, *, vision_share: float = 0.1, init_from: str = "", s
   c.data.resolution = res
   c.data.global_batch = batch
   c.data.seed = seed
-  c.data.components = config_lib.scenes_components(data_dir, res, weights, num_train=num_train,
-                                                   num_validation=8, num_test=num_test)
+  # Weight-0 components are not trained on but can be evaluated: pretrain is scored on perception too,
+  # as the no-vision-training baseline.
+  c.data.components = config_lib.scenes_components(data_dir, res, {**every_task, **weights},
+                                                   num_train=num_train, num_validation=8, num_test=num_test)
   c.optim.lr = lr
   # Short runs: warm up over 5% of the steps and keep the EMA's time constant at 10% of the run, so the
   # evaluated EMA parameters reflect the training rather than the initialisation.
@@ -110,8 +113,7 @@ def make_config(stage: str, *, vision_share: float = 0.1, init_from: str = "", s
   c.train.tensorboard = False
   c.checkpoint.every = max(1, steps // 2)
   c.checkpoint.keep = 1
-  eval_tasks = ("generation", "editing") if stage == "pretrain" else tuple(weights)
-  c.evals = {task: dict(type=task, split="test", limit=eval_limit, steps=eval_steps) for task in eval_tasks}
+  c.evals = {task: dict(type=task, split="test", limit=eval_limit, steps=eval_steps) for task in every_task}
   return c
 
 
@@ -226,10 +228,14 @@ def judge_pretraining(results: dict[str, dict[str, float]]) -> tuple[str, str]:
   return _verdict(votes, "neither reaches 75%")
 
 
+CHANCE_ATTRIBUTES = 0.55  # balanced attribute accuracy: 0.5 is what an image-blind generator scores
+
+
 def judge_generation_kept(results: dict[str, dict[str, float]]) -> tuple[str, str]:
   """Pretrain vs instruct on generation quality: confirmed when the FD rises by at most 10% and the
   attribute accuracy drops by at most 0.05; refuted when the FD rises by more than 25% or the accuracy drops
-  by more than 0.10; inconclusive in between or when a number is missing."""
+  by more than 0.10; inconclusive in between, when a number is missing, or when pretrain itself generates
+  at chance (balanced attribute accuracy <= 0.55): there is no quality to keep."""
   fd0, fd1 = (lookup(results[r], GENERATION_METRICS[0]) for r in ("pretrain", "instruct"))
   acc0, acc1 = (lookup(results[r], GENERATION_METRICS[1]) for r in ("pretrain", "instruct"))
   if not all(math.isfinite(x) for x in (fd0, fd1, acc0, acc1)):
@@ -238,6 +244,8 @@ def judge_generation_kept(results: dict[str, dict[str, float]]) -> tuple[str, st
   acc_change = acc1 - acc0
   change = (f"scenes FD {fd0:.3g} -> {fd1:.3g} ({100 * fd_change:+.1f}%), attribute accuracy "
             f"{acc0:.3f} -> {acc1:.3f} ({acc_change:+.3f})")
+  if acc0 <= CHANCE_ATTRIBUTES:
+    return "inconclusive", change + f"; pretrain generates at chance (attribute accuracy <= {CHANCE_ATTRIBUTES})"
   if fd_change <= 0.10 and acc_change >= -0.05:
     return "confirmed", change
   if fd_change > 0.25 or acc_change < -0.10:
@@ -248,7 +256,15 @@ def judge_generation_kept(results: dict[str, dict[str, float]]) -> tuple[str, st
 def judge_low_share(results: dict[str, dict[str, float]]) -> tuple[str, str]:
   """The 10% run against the 50% run (5x the vision examples): confirmed when the 10% run is within 10%
   (relative) of it or better on >= 75% of the perception metrics, refuted when it is more than 25% worse
-  on >= 75% of them."""
+  on >= 75% of them. Inconclusive whatever the gap when the 50% run does not beat pretrain (no vision
+  training) on >= 75% of the metrics: then neither share has learned the tasks, and equal is not enough."""
+  learned = [better(lookup(results["share_50"], m), lookup(results["pretrain"], m), m.higher_is_better)
+             for m in PERCEPTION_METRICS]
+  learned = [v for v in learned if v is not None]
+  if not learned or sum(v > 0 for v in learned) < 0.75 * len(learned):
+    return "inconclusive", (f"the 50% run beats the no-vision pretrain model on only "
+                            f"{sum(v > 0 for v in learned)} of {len(learned)} perception metrics: the vision "
+                            "tasks were not learned, so the shares cannot be compared")
   close, far, n = 0, 0, 0
   for m in PERCEPTION_METRICS:
     a, b = lookup(results["instruct"], m), lookup(results["share_50"], m)
@@ -326,13 +342,12 @@ def write_report(out: str, budget_name: str, budget: Budget, results, sweep, cla
 
 
 def write_plots(out: str, results, sweep, losses) -> list[str]:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from vbanana.tasks import common  # pylint: disable=g-import-not-at-top
   paths = []
 
   def grid(title):
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    fig = common.figure(figsize=(16, 7))
+    axes = fig.subplots(2, 4)
     fig.suptitle(title)
     return fig, axes.reshape(-1)
 
@@ -354,7 +369,8 @@ def write_plots(out: str, results, sweep, losses) -> list[str]:
     ax.set(title=m.label, xlabel="vision share")
   paths.append(_save(fig, out, "share.png"))
 
-  fig, ax = plt.subplots(figsize=(8, 5))
+  fig = common.figure(figsize=(8, 5))
+  ax = fig.subplots()
   for name, (xs, ys) in losses.items():
     ax.plot(xs, ys, label=name)
   ax.set(title="Training loss (flow matching)", xlabel="step", ylabel="loss", yscale="log")
@@ -367,8 +383,6 @@ def _save(fig, out: str, name: str) -> str:
   path = os.path.join(out, name)
   fig.tight_layout()
   fig.savefig(path, dpi=80)
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  plt.close(fig)
   return path
 
 

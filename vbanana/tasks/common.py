@@ -180,3 +180,18 @@ def parse_color_mapping(text: str, class_names: Sequence[str]) -> dict[str, tupl
           pass
         break
   return out
+
+
+def figure(**kwargs):
+  """A matplotlib Figure drawn by Agg without pyplot: library code never switches the user's backend."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(**kwargs)
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def figure_to_array(fig) -> np.ndarray:
+  """uint8 RGB pixels of a figure made by `figure`."""
+  fig.canvas.draw()
+  return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

@@ -185,24 +185,14 @@ def make_example(sample, rng, train) -> common.TaskExample | None:
 
 def visualize(prediction, ground_truth=None, max_depth=None) -> np.ndarray:
   """[prediction | ground truth] in one colour scale, with a colour bar."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   panels = [("prediction (m)", prediction)] + ([("ground truth (m)", common.as_dict(ground_truth, "depth")[0])]
                                                if ground_truth is not None else [])
   vmax = max_depth or float(np.nanmax([np.nanmax(np.where(np.isfinite(p), p, np.nan)) for _, p in panels]))
-  fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 0.8, 3), squeeze=False)
+  fig = common.figure(figsize=(3.2 * len(panels) + 0.8, 3))
+  axes = fig.subplots(1, len(panels), squeeze=False)
   for ax, (title, img) in zip(axes[0], panels):
     im = ax.imshow(img, cmap="magma_r", vmin=0, vmax=vmax)
     ax.set_title(title)
     ax.axis("off")
   fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
-  return _figure_to_array(fig)
-
-
-def _figure_to_array(fig) -> np.ndarray:
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig.canvas.draw()
-  out = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-  plt.close(fig)
-  return out
+  return common.figure_to_array(fig)

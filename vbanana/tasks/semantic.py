@@ -147,16 +147,14 @@ def make_example(sample, rng, train) -> common.TaskExample | None:
 
 def visualize(prediction, ground_truth=None, colors=None, class_names=None) -> np.ndarray:
   """[prediction | ground truth] in the palette, with a legend of class names."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
   n = len(colors) if colors is not None else int(np.max(prediction)) + 1
   colors = np.asarray(colors if colors is not None else common.well_separated_palette(n), np.uint8)
   panels = [("prediction", prediction)]
   if ground_truth is not None:
     panels.append(("ground truth", common.as_dict(ground_truth, "semantic")[0]))
-  fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1.6, 3), squeeze=False)
+  fig = common.figure(figsize=(3.2 * len(panels) + 1.6, 3))
+  axes = fig.subplots(1, len(panels), squeeze=False)
   for ax, (title, lab) in zip(axes[0], panels):
     lab = np.asarray(lab)
     ax.imshow(np.where((lab >= 0)[..., None] & (lab < n)[..., None], colors[np.clip(lab, 0, n - 1)], 0))
@@ -165,5 +163,4 @@ def visualize(prediction, ground_truth=None, colors=None, class_names=None) -> n
   names = class_names or [str(i) for i in range(n)]
   fig.legend(handles=[Patch(color=np.asarray(c) / 255, label=nm) for c, nm in zip(colors, names)],
              loc="center right", fontsize=7)
-  from vbanana.tasks.depth import _figure_to_array  # pylint: disable=g-import-not-at-top
-  return _figure_to_array(fig)
+  return common.figure_to_array(fig)

@@ -122,6 +122,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, final_ev
   batch, wait = (next_device_batch() if first_step < total_steps else (None, 0.0))
   data_wait += wait
   step = first_step
+
+  def log_train_metrics(step):
+    """Writes the metrics of the steps since the last write (throughput over the same interval)."""
+    nonlocal pending, data_wait, t_last, step_last
+    now = time.perf_counter()
+    summary = _summarize(jax.device_get(pending))
+    steps_per_s = (step - step_last) / (now - t_last)
+    summary.update({
+        "steps_per_sec": steps_per_s,
+        "examples_per_sec": steps_per_s * global_batch,
+        "mfu": flops_per_step * steps_per_s / (peak_flops * jax.device_count()),
+        "data_wait_fraction": data_wait / (now - t_last),
+        "skipped_total": float(jax.device_get(state["skipped"])),
+    })
+    writer.write_scalars(step, summary)
+    eta = (total_steps - step) / max(steps_per_s, 1e-9)
+    logging.info("step %d/%d loss %.4f, %.2f steps/s, ETA %s", step, total_steps, summary.get("loss", np.nan),
+                 steps_per_s, _hms(eta))
+    pending, data_wait, t_last, step_last = [], 0.0, now, step
+
   with jax.set_mesh(mesh):
     while step < total_steps:
       state, metrics = train_step(state, batch)
@@ -133,6 +153,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, final_ev
         # Saved before the next batch is fetched, so the iterator state matches the train state.
         ckpt.save(step, state, train_iter, force=True)
         if stop:
+          if pending:
+            log_train_metrics(step)
           logging.warning("Preempted: saved step %d; stopping.", step)
           break
 
@@ -141,21 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, final_ev
         data_wait += wait
 
       if step % log_every == 0 or step == total_steps:
-        now = time.perf_counter()
-        summary = _summarize(jax.device_get(pending))
-        steps_per_s = (step - step_last) / (now - t_last)
-        summary.update({
-            "steps_per_sec": steps_per_s,
-            "examples_per_sec": steps_per_s * global_batch,
-            "mfu": flops_per_step * steps_per_s / (peak_flops * jax.device_count()),
-            "data_wait_fraction": data_wait / (now - t_last),
-            "skipped_total": float(jax.device_get(state["skipped"])),
-        })
-        writer.write_scalars(step, summary)
-        eta = (total_steps - step) / max(steps_per_s, 1e-9)
-        logging.info("step %d/%d loss %.4f, %.2f steps/s, ETA %s", step, total_steps, summary.get("loss", np.nan),
-                     steps_per_s, _hms(eta))
-        pending, data_wait, t_last, step_last = [], 0.0, now, step
+        log_train_metrics(step)
 
       if eval_every and step % eval_every == 0 and step != total_steps:
         run_evals(step)

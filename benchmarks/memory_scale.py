@@ -60,10 +60,14 @@ def analyse(model_cfg, mesh_shape: dict, global_batch: int, text_length: int = 6
     captured["graphdef"] = graphdef
     return state
 
-  state = jax.eval_shape(build)
+  shapes = jax.eval_shape(build)
+  # eval_shape drops the shardings: put the trainer's state shardings back on the abstract state, so the
+  # per-device bytes below are those of the mesh.
+  shardings = step_lib.state_shardings(model_cfg, config.optim, mesh, rules)
+  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
   step = step_lib.make_train_step(captured["graphdef"], model_cfg, config.flow, config.optim, mesh, rules)
   host_batch = bench.random_batch(model_cfg, global_batch, text_length)
-  batch_sharding = parallel.batch_sharding(mesh) if hasattr(parallel, "batch_sharding") else None
+  batch_sharding = parallel.batch_sharding(mesh, rules)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding) for k, v in host_batch.items()}
   compiled = step.lower(state, batch).compile()
   mem = compiled.memory_analysis()

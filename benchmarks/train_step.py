@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py                       # quickstart, cpu_s, cpu_m (about 2 min on 2 cores)
     python benchmarks/train_step.py --sizes=quickstart --profile=/tmp/trace   # + a jax.profiler trace
+    python benchmarks/train_step.py --sizes=quickstart --variants=scan=False,remat=dots  # side-by-side rows
 
 Per size: step time (min over repeats), the analytic train FLOPs per step (`vbanana.model.flops`), achieved
 FLOP/s, and MFU = achieved / measured peak, where the peak is a large float32 matmul (bf16 on an
@@ -95,23 +96,38 @@ def profile_step(s: Setup, directory: str) -> None:
   print(f"wrote a jax.profiler trace of one {s.name} step to {directory} (open with xprof / TensorBoard)")
 
 
+def _parse_override(text: str) -> tuple[str, object]:
+  key, _, value = text.partition("=")
+  parsed = {"True": True, "False": False}.get(value, value)
+  if isinstance(parsed, str):
+    try:
+      parsed = int(value)
+    except ValueError:
+      pass
+  return key, parsed
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--sizes", default=",".join((QUICKSTART,) + CPU_SIZES))
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--profile", default="", help="write a jax.profiler trace of one step of the first size")
+  parser.add_argument("--variants", default="",
+                      help="comma-separated model overrides key=value; each adds a row per size beside the default")
   args = parser.parse_args()
+  variants = [("", {})] + [(v, dict([_parse_override(v)])) for v in args.variants.split(",") if v]
   import jax
   print(common.machine())
   peak = common.matmul_peak()
   rows = []
-  for i, name in enumerate(args.sizes.split(",")):
-    s = setup(name)
+  for i, (name, (label, overrides)) in enumerate(
+      (n, v) for n in args.sizes.split(",") for v in variants):
+    s = setup(name, **overrides)
     if args.profile and i == 0:
       profile_step(s, args.profile)
     times = time_step(s, args.repeats)
     achieved = s.flops / times["min"]
-    rows.append([name, f"{s.num_params / 1e6:.2f}M", f"{s.model_cfg.width}x{s.model_cfg.depth}",
+    rows.append([f"{name} {label}".strip(), f"{s.num_params / 1e6:.2f}M", f"{s.model_cfg.width}x{s.model_cfg.depth}",
                  s.batch_size, times["min"], times["median"], common.gflops(s.flops), common.gflops(achieved)])
     del s
     jax.clear_caches()

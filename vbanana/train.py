@@ -62,7 +62,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, final_ev
   # ---------------------------------------------------------------------------------------------------------
   # Model and optimizer: the state is built sharded (shapes first, then a jitted init with out-shardings).
   # ---------------------------------------------------------------------------------------------------------
-  graphdef, state = step_lib.create_train_state(model_cfg, config.optim, mesh, rules, config.seed)
+  # The learning-rate schedule spans the run unless the config says otherwise.
+  optim_cfg = {"total_steps": tcfg.steps, **config.optim.to_dict()}
+  graphdef, state = step_lib.create_train_state(model_cfg, optim_cfg, mesh, rules, config.seed)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
   logging.info("Model %s: %.2fM parameters", config.model.size, num_params / 1e6)
 
@@ -84,7 +86,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, final_ev
   # ---------------------------------------------------------------------------------------------------------
   # Train step: jitted, donated state; metrics stay on device until logged.
   # ---------------------------------------------------------------------------------------------------------
-  train_step = step_lib.make_train_step(graphdef, model_cfg, config.flow, config.optim, mesh, rules)
+  train_step = step_lib.make_train_step(graphdef, model_cfg, config.flow, optim_cfg, mesh, rules)
   flops_per_step = _flops_per_step(model_lib, model_cfg, global_batch)
   peak_flops = tcfg.get("peak_flops_per_device") or measure_peak_flops()
   logging.info("Analytic train FLOPs/step %.3g; peak FLOP/s per device %.3g", flops_per_step, peak_flops)

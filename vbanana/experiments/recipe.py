@@ -1,7 +1,7 @@
 r"""The recipe end to end: does generative pretraining make a better generalist vision model?
 
-  python -m vbanana.experiments.recipe --out=runs/recipe --budget=quick     # about 10 minutes on a 2-core CPU
-  python -m vbanana.experiments.recipe --out=runs/recipe_full --budget=full # about 2 hours on a 2-core CPU
+  python -m vbanana.experiments.recipe --out=runs/recipe --budget=quick     # a few minutes on a 2-core CPU
+  python -m vbanana.experiments.recipe --out=runs/recipe_full --budget=full # under an hour on a 2-core CPU
 
 On the built-in scenes data (built once under OUT/data), through the real trainer (`train.train_and_evaluate`,
 in this process, one workdir per run under OUT/runs, so a stopped recipe resumes where it stopped):
@@ -11,19 +11,20 @@ in this process, one workdir per run under OUT/runs, so a stopped recipe resumes
   share_2, share_50   instruct with the vision share at 2% and 50% (instruct itself is the 10% point).
 Every run is evaluated on the held-out test split (`eval_limit` scenes per task): depth AbsRel and delta1,
 normals mean angular error and % under 11.25 deg, semantic mIoU, instance AP/PQ, referring gIoU, and the
-generation-quality metric (scenes FD and caption-attribute accuracy of vbanana.quality). The instruct model is also evaluated at 1, 2, 4, 8, 25 and 50 sampler steps.
+generation-quality metric (scenes FD and caption-attribute accuracy of vbanana.quality). The instruct
+model is also evaluated at 1, 2, 4, 8, 25 and 50 sampler steps.
 Writes OUT/results.md (tables; three claims each marked confirmed / refuted / inconclusive by the rules in
 `judge_*`, from the numbers), OUT/results.json and OUT/{steps,share,loss}.png.
 
 Budgets. quick: the tiny model (width 64, depth 2) at 32x32, 30 + 30 steps of batch 8 on 64 training scenes,
-4 test scenes per task (2 for instance and for the steps sweep): a smoke test of the whole pipeline whose
+4 test scenes per task (2 in the steps sweep): a smoke test of the whole pipeline whose
 numbers mean little.
-full: the `small` model (width 128, depth 4) at 32x32, batch 32, 1200 pretrain steps and 1200 steps per
-mixture run on 2048 training scenes, 64 test scenes per task (32 in the steps sweep). Why (an estimate,
-not yet timed end to end): vbanana.model.flops counts 42 GFLOP per `small` train step at 32 px and batch 32, and a DiT step runs
-at 40-60 GFLOP/s on this 2-core CPU (shared/stack-notes.md), so about 0.7-1 s per step; 1200 + 4 x 1200 steps
-is then 70-100 min, leaving 20-50 min for the evaluations. 64 px would cost 4x per step and leave ~300
-steps per run, too few for the vision tasks to leave chance level.
+full: the `tiny` model (width 64, depth 2) at 32x32, batch 16, 3000 pretrain steps and 2000 steps per
+mixture run on 2048 training scenes, 64 test scenes per task (32 in the steps sweep). Why: on a 2-core CPU
+the tiny model trains at 6-7 steps/s at batch 16 (configs/quickstart.py's log), so 3000 + 4 x 2000 steps
+take about 30 minutes and the evaluations about 15 more, inside the 2-hour limit with room for a busy
+machine; the `small` model (about 8x the FLOPs per step) would allow only ~1500 steps per run, too few for
+the vision tasks at a 10 % share. 64 px would cost 4x per step for the same reason.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ class Budget:
 BUDGETS = {
     "quick": Budget(size="tiny", res=32, batch=8, pretrain_steps=30, steps=30, num_train=64, num_test=8,
                     eval_limit=4, eval_steps=4, sweep_limit=2),
-    "full": Budget(size="small", res=32, batch=32, pretrain_steps=1200, steps=1200, num_train=2048,
-                   num_test=64, eval_limit=64, eval_steps=4, sweep_limit=32, lr=5e-4),
+    "full": Budget(size="tiny", res=32, batch=16, pretrain_steps=3000, steps=2000, num_train=2048,
+                   num_test=64, eval_limit=64, eval_steps=4, sweep_limit=32),
 }
 
 

@@ -140,6 +140,8 @@ def test_other_models_workdir_is_refused(tmp_path):
   assert str(tmp_path) in msg and "model.width" in msg and "64" in msg and "128" in msg
   assert "depth" not in msg.split("\n", 1)[1].split("Use")[0]
   assert (tmp_path / "checkpoints" / "model_config.json").read_text() == recorded
+  # How the step runs (scan or unrolled, remat, activation dtype) does not change the parameters: resumable.
+  checkpoint.check_model_config(str(tmp_path), {"width": 64, "depth": 2, "scan": False, "remat": "full"})
 
 
 def test_load_params_only(tmp_path):

@@ -16,7 +16,7 @@ from vbanana.model.config import ModelConfig
 
 def small_cfg(**kw):
   base = dict(image_size=8, patch_size=4, width=32, depth=2, num_heads=2, text_width=32, text_heads=2,
-              text_depth=1, text_len=6, max_inputs=2)
+              text_depth=1, text_len=6, max_inputs=2, scan=True)  # the scanned path (tiny itself unrolls)
   return model_lib.config_for("tiny", **{**base, **kw})
 
 
@@ -56,6 +56,7 @@ def randomized(model, scale=0.05, seed=1):
     (dict(width=24, num_heads=4), "num_heads", ["24", "4", "6"]),  # head dim 6 is not divisible by 4
     (dict(dtype="float16"), "dtype", ["float16"]),
     (dict(remat="sometimes"), "remat", ["sometimes"]),
+    (dict(attention="flash"), "attention", ["flash", "cudnn"]),
     (dict(text_width=30, text_heads=4), "text_width", ["30", "4"]),
 ])
 def test_bad_config_names_field_and_values(overrides, field, values):
@@ -151,7 +152,7 @@ def test_scan_remat_and_unrolled_agree():
   cfg = small_cfg()
   args = inputs_for(cfg)
   outs = []
-  for kw in (dict(), dict(scan=False, remat="full")):
+  for kw in (dict(), dict(scan=False, remat="full"), dict(attention="xla")):
     model = randomized(model_lib.DiT(dataclasses.replace(cfg, **kw), rngs=nnx.Rngs(0)))
     value, grad = nnx.jit(nnx.value_and_grad(lambda m: jnp.sum(m(**args) ** 2)))(model)
     outs.append((value, jax.tree.leaves(grad)))

@@ -59,6 +59,10 @@ def _jsonable(d: Any) -> Any:
   return json.loads(json.dumps(d, default=str, sort_keys=True))
 
 
+# Model fields that change how the step runs, not the parameters: a workdir may resume with other values.
+EXECUTION_ONLY_FIELDS = ("scan", "remat", "dtype", "attention")
+
+
 def check_model_config(workdir: str, model_config: dict, *, write: bool = True) -> None:
   """Refuses a workdir whose checkpoints belong to another model; records the config otherwise.
 
@@ -69,7 +73,7 @@ def check_model_config(workdir: str, model_config: dict, *, write: bool = True) 
   if path.exists():
     recorded = json.loads(path.read_text())
     keys = sorted(set(recorded) | set(current))
-    diffs = [k for k in keys if recorded.get(k) != current.get(k)]
+    diffs = [k for k in keys if recorded.get(k) != current.get(k) and k not in EXECUTION_ONLY_FIELDS]
     if diffs:
       lines = [f"  model.{k}: checkpoints have {recorded.get(k)!r}, this config has {current.get(k)!r}"
                for k in diffs]

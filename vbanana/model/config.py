@@ -44,6 +44,8 @@ class ModelConfig:
   remat: str = "none"           # a key of REMAT_POLICIES
   scan: bool = True             # lax.scan over blocks (flat compile time) or an unrolled loop
   qk_norm: bool = True
+  # jax.nn.dot_product_attention's implementation: None lets JAX choose, 'xla' or 'cudnn' (GPU, bf16).
+  attention: str | None = None
 
   def __post_init__(self):
     def fail(field, message):
@@ -69,6 +71,8 @@ class ModelConfig:
     if (self.text_width // self.text_heads) % 2:
       fail("text_heads", f"text head dim text_width/text_heads={self.text_width // self.text_heads} must be "
            "even (1D rotary positions rotate pairs of channels)")
+    if self.attention not in (None, "xla", "cudnn"):
+      fail("attention", f"expected None, 'xla' or 'cudnn', got {self.attention!r}")
     if not self.mlp_ratio > 0:
       fail("mlp_ratio", f"expected > 0, got {self.mlp_ratio!r}")
     if self.text_embed_dim is not None and (not isinstance(self.text_embed_dim, int) or self.text_embed_dim < 1):
@@ -128,11 +132,14 @@ class ModelConfig:
 
 # Named sizes. Widths/depths/heads follow DiT (S/B/L/XL); the 2B one is for TPU pods. Sizes set the
 # transformer; image size, patch size, text length and input slots come from the experiment config.
+# The CPU sizes unroll their few blocks: on XLA:CPU the scan's per-layer slicing of weights and gradients
+# cost the tiny model 1.36x in step time (benchmarks/train_step.py --variants=scan=False; docs/performance.md).
+# The accelerator sizes scan, so compile time stays flat in depth.
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(width=64, depth=2, num_heads=4, text_width=64, text_depth=1, text_heads=4),
-    "small": dict(width=128, depth=4, num_heads=4, text_width=128, text_depth=2, text_heads=4),
-    "cpu_s": dict(width=256, depth=4, num_heads=4, text_width=128, text_depth=2, text_heads=4),
-    "cpu_m": dict(width=384, depth=6, num_heads=6, text_width=128, text_depth=2, text_heads=4),
+    "tiny": dict(width=64, depth=2, num_heads=4, text_width=64, text_depth=1, text_heads=4, scan=False),
+    "small": dict(width=128, depth=4, num_heads=4, text_width=128, text_depth=2, text_heads=4, scan=False),
+    "cpu_s": dict(width=256, depth=4, num_heads=4, text_width=128, text_depth=2, text_heads=4, scan=False),
+    "cpu_m": dict(width=384, depth=6, num_heads=6, text_width=128, text_depth=2, text_heads=4, scan=False),
     "S": dict(width=384, depth=12, num_heads=6, text_width=256, text_depth=2, text_heads=4),
     "B": dict(width=768, depth=12, num_heads=12, text_width=384, text_depth=4, text_heads=6),
     "L": dict(width=1024, depth=24, num_heads=16, text_width=512, text_depth=4, text_heads=8),

@@ -100,7 +100,8 @@ class DiT(nnx.Module):
     else:
       self.text = text_lib.TextProjection(cfg, rngs=rngs)
     self.blocks = layers.make_stack(
-        lambda r: layers.Block(w, cfg.num_heads, cfg.mlp_dim, modulated=True, qk_norm=cfg.qk_norm, rngs=r,
+        lambda r: layers.Block(w, cfg.num_heads, cfg.mlp_dim, modulated=True, qk_norm=cfg.qk_norm,
+                               attention=cfg.attention, rngs=r,
                                dtype=dtype, param_dtype=param_dtype),
         cfg.depth, rngs)
     # Output: adaLN shift/scale, then patches; both zero-initialised, so the first prediction is 0.

@@ -95,8 +95,10 @@ def apply_rope(x: jax.Array, angles: jax.Array) -> jax.Array:
 class Attention(nnx.Module):
   """Multi-head self-attention: fused QKV, optional QK RMSNorm, rotary positions, key padding mask."""
 
-  def __init__(self, width: int, num_heads: int, *, qk_norm: bool, rngs: nnx.Rngs, dtype, param_dtype):
+  def __init__(self, width: int, num_heads: int, *, qk_norm: bool, rngs: nnx.Rngs, dtype, param_dtype,
+               implementation: str | None = None):
     head_dim = width // num_heads
+    self.implementation = implementation
     self.qkv = Dense((width,), (3, num_heads, head_dim), ("embed", None, "heads", "head_dim"), rngs=rngs,
                      dtype=dtype, param_dtype=param_dtype)
     self.out = Dense((num_heads, head_dim), (width,), ("heads", "head_dim", "embed"), rngs=rngs,
@@ -113,7 +115,7 @@ class Attention(nnx.Module):
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
     q, k = apply_rope(q, angles), apply_rope(k, angles)
-    y = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :])
+    y = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :], implementation=self.implementation)
     y = parallel.constrain(y, ("act_batch", "act_seq", "act_heads", "act_head_dim"))
     return self.out(y)
 
@@ -139,9 +141,9 @@ class Block(nnx.Module):
   is the identity and a deep stack trains from the first step."""
 
   def __init__(self, width: int, num_heads: int, mlp_dim: int, *, modulated: bool, qk_norm: bool,
-               rngs: nnx.Rngs, dtype, param_dtype):
+               rngs: nnx.Rngs, dtype, param_dtype, attention: str | None = None):
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-    self.attn = Attention(width, num_heads, qk_norm=qk_norm, **kw)
+    self.attn = Attention(width, num_heads, qk_norm=qk_norm, implementation=attention, **kw)
     self.mlp = SwiGLU(width, mlp_dim, **kw)
     if modulated:
       self.modulation = Dense((width,), (6, width), ("embed", None, "embed_out"), init=zeros, **kw)

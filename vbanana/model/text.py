@@ -64,7 +64,7 @@ class TextEncoder(nnx.Module):
                            out_sharding=("vocab", "embed"))
     self.blocks = layers.make_stack(
         lambda r: layers.Block(cfg.text_width, cfg.text_heads, cfg.text_mlp_dim, modulated=False,
-                               qk_norm=cfg.qk_norm, rngs=r, dtype=dtype, param_dtype=param_dtype),
+                               qk_norm=cfg.qk_norm, attention=cfg.attention, rngs=r, dtype=dtype, param_dtype=param_dtype),
         cfg.text_depth, rngs) if cfg.text_depth else None
     self.norm = layers.RMSNorm(cfg.text_width, param_dtype=param_dtype)
     self.proj = layers.Dense((cfg.text_width,), (cfg.width,), ("embed_out", "embed"), rngs=rngs, dtype=dtype,

@@ -13,3 +13,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import flags  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def scenes_dir(tmp_path_factory):
+  """The scenes dataset at 32x32, built once per test session (every split the runs read)."""
+  from cli_helpers import RES
+  from vbanana import config_lib
+  from vbanana.data import sources
+  data_dir = str(tmp_path_factory.mktemp("scenes"))
+  spec = config_lib.scenes_components(data_dir, RES, {"generation": 1.0}, num_train=64, num_validation=8,
+                                      num_test=8)["generation"]["source"]
+  for split in ("train", "validation"):
+    sources.make_source(spec, split)
+  return data_dir
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, scenes_dir):
+  """8 steps of the quickstart config (batch 8) in one process on 8 devices, checkpoints every 2 steps."""
+  from cli_helpers import run_main, tiny_args
+  workdir = tmp_path_factory.mktemp("reference")
+  r = run_main(*tiny_args(workdir, scenes_dir), timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return workdir

@@ -1,13 +1,15 @@
 """Multi-host through launch/local_cluster.sh: 2 real JAX processes x 4 CPU devices, joined by jax.distributed."""
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 
-from vbanana import checkpoint
+from vbanana import checkpoint, metrics_writer
 
+from cli_helpers import checkpoints, losses, run_cluster, tiny_args
 from test_checkpoint import abstract_on, assert_trees_equal, make_state, mesh_of
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -73,3 +75,32 @@ def test_two_process_checkpoint_restores_in_one_process(tmp_path):
   assert step == 6
   assert_trees_equal(restored, make_state(mesh, 6))
   assert np.asarray(restored["step"]) == 6
+
+
+def test_two_process_training_matches_one_process_and_resumes(reference_run, scenes_dir, tmp_path):
+  """The trainer on 2 processes x 4 devices: the same global batches, so the same losses as the 1-process
+  run on 8 devices; after losing its last checkpoints it resumes from step 4 and reproduces them again."""
+  workdir = tmp_path / "two_hosts"
+  args = tiny_args(workdir, scenes_dir)
+  r = run_cluster(2, *args, log_dir=tmp_path / "logs")
+  assert r.returncode == 0, r.stderr[-3000:]
+  log0 = (tmp_path / "logs" / "process_0.log").read_text()
+  assert "JAX process 0 of 2, 4 local devices of 8" in log0
+  want, got = losses(reference_run), losses(workdir)
+  assert sorted(got) == list(range(1, 9))
+  np.testing.assert_allclose([got[s] for s in range(1, 9)], [want[s] for s in range(1, 9)], rtol=1e-5)
+  assert checkpoints(workdir) == [2, 4, 6, 8]
+  # Both processes wrote their data-iterator state into each checkpoint.
+  assert len(list((workdir / "checkpoints" / "8" / "data").glob("process_*"))) == 2
+
+  # A crash after step 4's checkpoint: the later ones are gone; the same command resumes from 4.
+  for step in (6, 8):
+    shutil.rmtree(workdir / "checkpoints" / str(step))
+  r = run_cluster(2, *args, log_dir=tmp_path / "logs_resumed")
+  assert r.returncode == 0, r.stderr[-3000:]
+  log0 = (tmp_path / "logs_resumed" / "process_0.log").read_text()
+  assert "Resumed from" in log0 and "at step 4" in log0
+  rows = [row["step"] for row in metrics_writer.read_metrics(str(workdir)) if "loss" in row]
+  assert rows == list(range(1, 9)) + list(range(5, 9))  # steps 5-8 trained again, only by process 0's log
+  got = losses(workdir)
+  np.testing.assert_allclose([got[s] for s in range(5, 9)], [want[s] for s in range(5, 9)], rtol=1e-5)

@@ -281,3 +281,31 @@ def test_scenes_mixture_feeds_every_task(tmp_path):
     for row, task in enumerate(batch["task"]):
       assert batch["input_mask"][row, 0] == (tasks.TASKS[task] != "generation")
   assert seen == set(range(len(tasks.TASKS)))
+
+
+def test_global_batches_do_not_depend_on_process_or_worker_count(tmp_path):
+  """Global batch b is the same for 1 or 2 processes (rows concatenated in process order) and 0 or 2
+  workers: what makes a 2-host run train on exactly the data of a 1-host run."""
+  source = _write_folder(tmp_path / "data", 20)
+  weights = {"generation": 0.6, "depth": 0.25, "semantic": 0.15}
+
+  def batches(process_count=1, workers=0, n=3):
+    its = [pipeline.make_train_iterator(_data_cfg(source, weights, global_batch=8, num_workers=workers),
+                                        process_index=p, process_count=process_count)
+           for p in range(process_count)]
+    out = []
+    for _ in range(n):
+      parts = [next(it) for it in its]
+      out.append({k: np.concatenate([part[k] for part in parts]) for k in parts[0]})
+    for it in its:
+      if hasattr(it, "close"):
+        it.close()
+    return out
+
+  reference = batches()
+  assert len(set(tuple(b["task"].tolist()) for b in reference)) > 1 or len(set(reference[0]["task"])) > 1
+  for process_count, workers in ((2, 0), (1, 2)):
+    for b, (got, want) in enumerate(zip(batches(process_count, workers), reference)):
+      for key in want:
+        np.testing.assert_array_equal(got[key], want[key],
+                                      err_msg=f"batch {b} {key}: {process_count} processes, {workers} workers")

@@ -1,81 +1,13 @@
 """Training through the command line: metrics and checkpoints of a real run, resume after SIGKILL with the
 same losses, a save on SIGTERM, refusals that change nothing, and a corrupt checkpoint that falls back."""
-import os
-import pathlib
 import random
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
-import pytest
 
 from vbanana import config_lib, metrics_writer
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def run_main(*args, timeout=300):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
-  return subprocess.run([sys.executable, "-m", "vbanana.main", *args], capture_output=True, text=True,
-                        timeout=timeout, cwd=ROOT, env=env)
-RES = 32
-
-
-@pytest.fixture(scope="session")
-def scenes_dir(tmp_path_factory):
-  """The scenes dataset at 32x32, built once per test session (every split the runs read)."""
-  from vbanana.data import sources
-  data_dir = str(tmp_path_factory.mktemp("scenes"))
-  spec = config_lib.scenes_components(data_dir, RES, {"generation": 1.0}, num_train=64, num_validation=8,
-                                      num_test=8)["generation"]["source"]
-  for split in ("train", "validation"):
-    sources.make_source(spec, split)
-  return data_dir
-
-
-def tiny_args(workdir, scenes_dir, steps=8, extra=()):
-  return [f"--config=configs/quickstart.py:steps={steps},batch=8,res={RES},data_dir={scenes_dir}",
-          f"--workdir={workdir}", "--config.train.log_every=1", "--config.checkpoint.every=2",
-          "--config.checkpoint.keep=10", "--config.train.eval_at_end=False", "--config.train.tensorboard=False",
-          "--config.train.peak_flops_per_device=1e11", *extra]
-
-
-def start_main(args):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-  return subprocess.Popen([sys.executable, "-m", "vbanana.main", *args], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def losses(workdir):
-  """step -> loss, the last logged value for each step (a resumed run re-logs the steps after its checkpoint)."""
-  return {row["step"]: row["loss"] for row in metrics_writer.read_metrics(str(workdir)) if "loss" in row}
-
-
-def wait_for(predicate, proc, timeout=240):
-  end = time.time() + timeout
-  while time.time() < end:
-    if predicate():
-      return True
-    if proc.poll() is not None:
-      return False
-    time.sleep(0.2)
-  return False
-
-
-def checkpoints(workdir):
-  d = workdir / "checkpoints"
-  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
-
-
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, scenes_dir):
-  workdir = tmp_path_factory.mktemp("reference")
-  r = run_main(*tiny_args(workdir, scenes_dir), timeout=300)
-  assert r.returncode == 0, r.stderr[-3000:]
-  return workdir
+from cli_helpers import checkpoints, losses, run_main, start_main, tiny_args, wait_for
 
 
 def test_reference_run_writes_metrics_checkpoints_config(reference_run):

@@ -168,6 +168,28 @@ def scenes_components(data_dir: str, resolution: int, weights: dict[str, float],
   return {task: dict(source=dict(source), task=task, weight=float(w)) for task, w in weights.items()}
 
 
+# Model fields that are the data's layout: config.data decides them, the model config records them.
+_LAYOUT_FIELDS = (("image_size", "resolution"), ("text_len", "text_length"), ("max_inputs", "max_inputs"))
+
+
+def model_config(config: ml_collections.ConfigDict):
+  """The `vbanana.model.ModelConfig` of an experiment config: `config.model.size` with the other
+  `config.model` fields as overrides, and the sequence layout (image size, text length, input slots) taken
+  from `config.data`, so the model, its FLOP count and its exported config always match the batches.
+  A `config.model` layout field that disagrees with `config.data` is an error naming both."""
+  from vbanana import model as model_lib  # pylint: disable=g-import-not-at-top
+  overrides = {k: v for k, v in config.model.to_dict().items() if k != "size"}
+  data = config.data.to_dict() if hasattr(config.data, "to_dict") else dict(config.data)
+  for model_field, data_field in _LAYOUT_FIELDS:
+    if data_field not in data:
+      continue
+    if model_field in overrides and overrides[model_field] != data[data_field]:
+      raise ValueError(f"config.model.{model_field}={overrides[model_field]!r} disagrees with "
+                       f"config.data.{data_field}={data[data_field]!r}; set one (config.data decides the layout)")
+    overrides[model_field] = data[data_field]
+  return model_lib.config_for(config.model.size, **overrides)
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0

@@ -263,9 +263,8 @@ class _QualityScores:
 # The trainer's entry points.
 # ----------------------------------------------------------------------------------------------------------
 def model_config(config):
-  from vbanana import model as model_lib  # pylint: disable=g-import-not-at-top
-  overrides = {k: v for k, v in _as_dict(config.model).items() if k != "size"}
-  return model_lib.config_for(config.model.size, **overrides)
+  from vbanana import config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.model_config(config)
 
 
 def build_evaluators(config, mesh, rules, graphdef) -> list[Evaluator]:

@@ -4,7 +4,6 @@ evaluators, loop. Called by `vbanana.main`; everything it does is decided by the
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -22,7 +21,7 @@ from vbanana import metrics_writer
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, final_eval: bool | None = None):
   """Trains (resuming from workdir if it holds checkpoints), evaluating as the config says. Returns the state."""
   from vbanana import data as data_lib  # pylint: disable=g-import-not-at-top
-  from vbanana import model as model_lib  # pylint: disable=g-import-not-at-top
+  from vbanana.model import flops  # pylint: disable=g-import-not-at-top
   from vbanana import parallel  # pylint: disable=g-import-not-at-top
   from vbanana import step as step_lib  # pylint: disable=g-import-not-at-top
   tcfg = config.train
@@ -37,9 +36,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, final_ev
   # ---------------------------------------------------------------------------------------------------------
   # Model config and the workdir: refuse another model's checkpoints before writing anything.
   # ---------------------------------------------------------------------------------------------------------
-  model_overrides = {k: v for k, v in config.model.to_dict().items() if k != "size"}
-  model_cfg = model_lib.config_for(config.model.size, **model_overrides)
-  checkpoint.check_model_config(workdir, model_config_dict(model_cfg))
+  model_cfg = config_lib.model_config(config)
+  checkpoint.check_model_config(workdir, model_cfg.to_dict())
   if jax.process_index() == 0:
     config_lib.write_config(config, workdir)
 
@@ -87,7 +85,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, final_ev
   # Train step: jitted, donated state; metrics stay on device until logged.
   # ---------------------------------------------------------------------------------------------------------
   train_step = step_lib.make_train_step(graphdef, model_cfg, config.flow, optim_cfg, mesh, rules)
-  flops_per_step = _flops_per_step(model_lib, model_cfg, global_batch)
+  flops_per_step = flops.train_flops_per_example(model_cfg) * global_batch
   peak_flops = tcfg.get("peak_flops_per_device") or measure_peak_flops()
   logging.info("Analytic train FLOPs/step %.3g; peak FLOP/s per device %.3g", flops_per_step, peak_flops)
 
@@ -189,12 +187,6 @@ def make_mesh(parallel, mesh_cfg):
                      f"here ({e})") from e
 
 
-def model_config_dict(model_cfg) -> dict:
-  if dataclasses.is_dataclass(model_cfg):
-    return dataclasses.asdict(model_cfg)
-  return dict(model_cfg)
-
-
 def _summarize(metrics: list[dict]) -> dict:
   """Means over the steps since the last log; per-task entries average only the steps that had that task."""
   out = {}
@@ -203,16 +195,6 @@ def _summarize(metrics: list[dict]) -> dict:
     finite = values[np.isfinite(values)]
     out[key] = float(finite.mean()) if finite.size else float("nan")
   return out
-
-
-def _flops_per_step(model_lib, model_cfg, batch_size) -> float:
-  """Analytic FLOPs of one train step (forward + backward = 3x forward), from vbanana.model.flops."""
-  from vbanana.model import flops  # pylint: disable=g-import-not-at-top
-  fn = getattr(flops, "train_flops_per_example", None)
-  if fn is None:
-    logging.warning("vbanana.model.flops has no train_flops_per_example(model_cfg): MFU is not reported")
-    return float("nan")
-  return float(fn(model_cfg)) * batch_size
 
 
 def measure_peak_flops(n: int = 1024, repeats: int = 3) -> float:

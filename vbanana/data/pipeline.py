@@ -1,21 +1,28 @@
 """The training mixture and the eval batches: raw samples -> task examples -> fixed-shape numpy batches.
 
-Per component (a named source + task + weight from `data.components`):
+Per component (a named source + task + weight from `data.components`), an infinite random-access stream:
 
-    MapDataset.source(source)[process_index::process_count]     each host reads only its part
-      .shuffle(seed) .repeat()                                  a new order every epoch
-      .random_map(preprocess)                                   read, check, augment, make_example, tokenize
-    -> to_iter_dataset()                                        broken records (None) are dropped here
+    MapDataset.source(source).shuffle(seed).repeat()            a new order every epoch, the same on every host
+      -> Examples: position j -> preprocess(record at j)        read, check, augment, make_example, tokenize;
+                                                                  a broken record is skipped (counted) and the
+                                                                  same position of the next epoch used instead
 
-then `IterDataset.mix(components, weights)` -> `.batch(global_batch // process_count)` -> `mp_prefetch`.
-`random_map` seeds each example from (data.seed, component, index), so the stream is a pure function of the
-config: an iterator restored from `get_state()` continues with exactly the examples an uninterrupted run
-sees, with or without worker processes.
+then `MapDataset.mix(components, weights)`: global example i of the mixture is (component, position), a pure
+function of i and the weights. Global batch b is examples [b * B, (b + 1) * B); process p of P builds rows
+[p * B/P, (p + 1) * B/P) of it (`GlobalBatchRows`), reading only those records. So the global batches are the
+same whatever the number of processes or worker processes, and an iterator restored from `get_state()` (an
+index) continues with exactly the batches an uninterrupted run sees.
+
+    GlobalBatchRows(mixture).batch(B / P)  ->  to_iter_dataset()  ->  mp_prefetch(num_workers)
+
+Batches are formed before the worker split: worker w makes batches w, w + W, ... and Grain interleaves them
+back in order. Each example's randomness (augmentation, instruction phrasing, colours) is seeded from
+(data.seed, component, position).
 
 The data config (an ml_collections.ConfigDict or a dict):
     resolution=32, text_length=64, max_inputs=1 (K input-image slots), global_batch=32, num_workers=0,
     seed=0, strict=False, augment=dict(crop_scale=(1.0, 1.0), flip=True), worker_buffer_size=2 (batches
-    per worker), read_threads=2 and read_buffer=64 (per component and process),
+    per worker), read_threads=2 and read_buffer=4 (batches made ahead by threads, per process or worker),
     components={'generation': dict(source={...}, task='generation', weight=0.85), ...}
 crop_scale is the side of the random square crop as a fraction of the image's short side: the default 1.0
 crops only non-square images (at a random position) and never cuts an object out of a scene whose caption
@@ -39,13 +46,15 @@ from vbanana.data import sources as sources_lib
 
 DEFAULTS = dict(resolution=32, text_length=64, max_inputs=1, global_batch=32, num_workers=0, seed=0,
                 strict=False, augment=dict(crop_scale=(1.0, 1.0), flip=True), worker_buffer_size=2,
-                read_threads=2, read_buffer=64)
+                read_threads=2, read_buffer=4)
 # Targets that are images (interpolate when resizing); every other task's target is a code (nearest).
 _IMAGE_TARGET_TASKS = ("generation", "editing")
 # Errors of the code, not of a record: never skipped, whatever data.strict says.
 _CODE_ERRORS = (ImportError, NameError, AttributeError, NotImplementedError, SyntaxError)
 # After this many records of a component, more than this fraction skipped means a systematic problem.
 _STALL_MIN_RECORDS, _STALL_MAX_FRACTION = 100, 0.5
+# A broken record is replaced by the same position of the next epoch, at most this many times in a row.
+_MAX_REPLACEMENTS = 32
 
 
 def _get(cfg, name: str):
@@ -257,22 +266,62 @@ def _process(process_index, process_count) -> tuple[int, int]:
   return process_index, process_count
 
 
-def shard_records(source, process_index: int, process_count: int) -> grain.MapDataset:
-  """This process's part of a source: records process_index, process_index + process_count, ..."""
-  return grain.MapDataset.source(_Reader(source))[process_index::process_count]
+class Examples(grain.MapDataset):
+  """One component's examples by position: `Preprocess` of record `records[j]`.
+
+  A record that cannot make an example (counted and logged by Preprocess) is replaced by position
+  j + epoch, j + 2 * epoch, ... (the same slot of later epochs, other records since every epoch is shuffled
+  anew), so every position yields an example and the stream stays a function of the position alone.
+  """
+
+  def __init__(self, records: grain.MapDataset, preprocess: "Preprocess", epoch: int, seed: int):
+    super().__init__(records)
+    self._preprocess, self._epoch, self._seed = preprocess, epoch, seed
+
+  def __len__(self) -> int:
+    return len(self._parent)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    for attempt in range(_MAX_REPLACEMENTS):
+      position = index + attempt * self._epoch
+      result = self._preprocess(self._parent[position], np.random.default_rng([self._seed, position]))
+      if result is not None:
+        return result
+    raise RuntimeError(f"data component '{self._preprocess.component}': {_MAX_REPLACEMENTS} records in a "
+                       f"row could not make a '{self._preprocess.task}' example (position {index})")
 
 
-def component_dataset(component: Component, data_cfg, process_index: int, process_count: int,
-                      source=None) -> grain.MapDataset:
-  """One component's infinite, shuffled, preprocessed stream of this process's records."""
+class GlobalBatchRows(grain.MapDataset):
+  """This process's rows of the global batches: row r of local batch b is element
+  b * global_batch + process_index * local_batch + r of `parent`. The global batch is then the same for
+  any process count (`jax.make_array_from_process_local_data` puts process p's rows at that offset)."""
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int, process_index: int, process_count: int):
+    super().__init__(parent)
+    self._global, self._local = global_batch, global_batch // process_count
+    self._offset = process_index * self._local
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._global * self._local
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, row = divmod(index, self._local)
+    return self._parent[batch * self._global + self._offset + row]
+
+
+def component_dataset(component: Component, data_cfg, source=None) -> grain.MapDataset:
+  """One component's infinite, shuffled, preprocessed examples, indexed by position (the same on every
+  process: processes differ only in the positions they read)."""
   source = source if source is not None else sources_lib.make_source(component.source)
+  if len(source) == 0:
+    raise ValueError(f"data.components.{component.name}: the source has no records")
   seed = component_seed(int(_get(data_cfg, "seed")), component.name)
-  records = shard_records(source, process_index, process_count)
-  if len(records) == 0:
-    raise ValueError(f"data.components.{component.name}: process {process_index} of {process_count} has no "
-                     f"records (the source has {len(source)})")
-  return (records.shuffle(seed=seed).repeat()
-          .random_map(Preprocess(component, data_cfg, train=True), seed=seed + 1))
+  records = grain.MapDataset.source(_Reader(source)).shuffle(seed=seed).repeat()
+  return Examples(records, Preprocess(component, data_cfg, train=True), epoch=len(source), seed=seed + 1)
 
 
 def make_train_dataset(data_cfg, *, process_index=None, process_count=None) -> grain.IterDataset:
@@ -282,14 +331,13 @@ def make_train_dataset(data_cfg, *, process_index=None, process_count=None) -> g
   if global_batch % process_count:
     raise ValueError(f"data.global_batch={global_batch} is not divisible by the {process_count} processes")
   comps = components(data_cfg)
-  # Grain's default (16 threads, 500 elements) per component is far too much for a mixture of seven.
+  streams = [component_dataset(c, data_cfg) for c in comps]
+  mixture = grain.MapDataset.mix(streams, [c.weight for c in comps]) if len(comps) > 1 else streams[0]
+  rows = GlobalBatchRows(mixture, global_batch, process_index, process_count)
+  # Threads make the next batches while the step runs (per process, or per worker with num_workers > 0).
   read = grain.ReadOptions(num_threads=int(_get(data_cfg, "read_threads")),
                            prefetch_buffer_size=int(_get(data_cfg, "read_buffer")))
-  streams = {c.name: component_dataset(c, data_cfg, process_index, process_count).to_iter_dataset(read)
-             for c in comps}
-  weights = {c.name: c.weight for c in comps}
-  ds = grain.IterDataset.mix(streams, weights) if len(comps) > 1 else streams[comps[0].name]
-  ds = ds.batch(global_batch // process_count, drop_remainder=True)
+  ds = rows.batch(global_batch // process_count, drop_remainder=True).to_iter_dataset(read)
   num_workers = int(_get(data_cfg, "num_workers"))
   if num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(

@@ -1,0 +1,59 @@
+"""Running `python -m vbanana.main` as users do, for the tests that train through the command line."""
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+from vbanana import metrics_writer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RES = 32
+
+
+def run_main(*args, timeout=300):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+  return subprocess.run([sys.executable, "-m", "vbanana.main", *args], capture_output=True, text=True,
+                        timeout=timeout, cwd=ROOT, env=env)
+
+
+def start_main(args):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  return subprocess.Popen([sys.executable, "-m", "vbanana.main", *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_cluster(num_processes, *args, log_dir, timeout=300):
+  """launch/local_cluster.sh: `num_processes` processes of vbanana.main sharing 8 CPU devices."""
+  env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "LOG_DIR": str(log_dir)}
+  return subprocess.run(["bash", str(ROOT / "launch" / "local_cluster.sh"), str(num_processes), *args],
+                        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def tiny_args(workdir, scenes_dir, steps=8, extra=()):
+  return [f"--config=configs/quickstart.py:steps={steps},batch=8,res={RES},data_dir={scenes_dir}",
+          f"--workdir={workdir}", "--config.train.log_every=1", "--config.checkpoint.every=2",
+          "--config.checkpoint.keep=10", "--config.train.eval_at_end=False", "--config.train.tensorboard=False",
+          "--config.train.peak_flops_per_device=1e11", *extra]
+
+
+def losses(workdir):
+  """step -> loss, the last logged value for each step (a resumed run re-logs the steps after its checkpoint)."""
+  return {row["step"]: row["loss"] for row in metrics_writer.read_metrics(str(workdir)) if "loss" in row}
+
+
+def wait_for(predicate, proc, timeout=240):
+  end = time.time() + timeout
+  while time.time() < end:
+    if predicate():
+      return True
+    if proc.poll() is not None:
+      return False
+    time.sleep(0.2)
+  return False
+
+
+def checkpoints(workdir):
+  d = workdir / "checkpoints"
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []

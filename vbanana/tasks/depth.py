@@ -3,14 +3,22 @@
 Encoding: depth d (metres) is squashed to [0, 1) by the power transform
     f(d) = 1 - (1 - d / (lam * c)) ** (lam + 1),   lam = -3, c = 10/3   (so f = 1 - (1 + d/10) ** -2),
 and f is read as the position along the seven-edge walk over the RGB cube's corners
-    black -> red -> yellow -> green -> cyan -> blue -> magenta -> white
-(f * 7 gives the edge and the position on it; each edge changes one channel). Decoding projects every RGB
-value onto the nearest point of the walk (every colour has one, so a generated image always decodes), then
-inverts the transform. Near depths get most of the code: f(1 m) = 0.17, f(10 m) = 0.75, f(50 m) = 0.97.
-Quantisation: one 8-bit step moves f by 1 / (7 * 255); the relative depth error of rounding is at most
-0.5 / (7 * 255) / (d * f'(d)): 0.19% at 1 m, 0.11% at 10 m, 0.6% at 50 m (tests check this bound).
-Invalid pixels (NaN, <= 0) are never a special colour: the encoder fills them from the nearest valid pixel
-and metrics skip them through the valid mask.
+    C_0..C_7 = black -> red -> yellow -> green -> cyan -> blue -> magenta -> white.
+With s = 7 f and k = min(floor(s), 6), the colour is rgb = round(255 * (C_k + (s - k) * (C_k+1 - C_k))): each
+edge changes one channel, so neighbouring depths get neighbouring colours and the walk never crosses itself.
+Near depths get most of the code: f(1 m) = 0.17, f(10 m) = 0.75, f(50 m) = 0.97.
+Decoding projects every RGB value (scaled to [0, 1]^3) onto the nearest point of the walk in Euclidean RGB
+distance (per edge the clipped projection t in [0, 1], then the edge k of smallest distance: f = (k + t) / 7),
+so every colour, on the walk or not, gives a depth; f is clipped below 1 - 1 / (4 * 7 * 255), so white decodes
+to 835 m rather than infinity, and the inverse transform gives metres. `decode_jax` is the same on device.
+Quantisation: one 8-bit step moves f by 1 / (7 * 255); to first order the relative depth error of rounding is
+at most 0.5 / (7 * 255) / (d * f'(d)): 0.19% at 1 m, 0.11% at 10 m, 0.6% at 50 m (`quantisation_bound`;
+tests check it, docs/tasks.md has the measured errors).
+Invalid pixels (NaN, <= 0, or outside `valid`) are never a special colour: the encoder fills them from the
+nearest valid pixel and metrics skip them through the valid mask.
+Metrics (one image): AbsRel, SqRel, RMSE, RMSE-log, delta1/2/3 without alignment, and the same after a
+least-squares scale and shift on valid pixels (`affine_*`, in depth or inverse depth); optional min / max depth
+and the KITTI Eigen crop. Dataset numbers (`Accumulator`) are the mean of per-image metrics.
 """
 
 from __future__ import annotations

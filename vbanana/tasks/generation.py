@@ -1,9 +1,11 @@
 """Generation and editing: the target is the image itself.
 
-Generation: instruction = a caption (several phrasings), no input image. Editing: instruction = the edit
-("make the red sphere blue"), one input image (the source), target = the edited image. Decoding is the
-identity; the per-image metrics are PSNR and mean absolute error against the reference image (a sanity
-check: generation quality is scored by the model-independent `vbanana.quality` metric in the evaluator).
+Generation: instruction = a caption (in training one of several phrasings, "a picture of {caption}", ...;
+in evaluation the caption itself), no input image. Editing: instruction = the edit as written ("make the red
+sphere blue", "remove the cone"), one input image (the source), target = the edited image. Encoding and
+decoding are the identity on uint8 RGB. The per-image metrics here are PSNR and mean absolute error against
+the reference image, averaged over the dataset (a sanity check: generation quality is scored by the
+model-independent `vbanana.quality` metrics in the evaluator).
 """
 
 from __future__ import annotations

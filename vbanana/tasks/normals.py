@@ -1,12 +1,17 @@
 """Surface normals as an RGB image.
 
-Encoding: a unit normal n in camera coordinates (+x right, +y up, +z towards the viewer) maps to
-    R = (1 - x) / 2,   G = (1 + y) / 2,   B = (1 + z) / 2
-(x is flipped: the convention the paper states, so a normal facing left is pinkish red and one facing the
-camera light blue). Decoding inverts this and renormalises; a zero-length decode becomes (0, 0, 1), never
-NaN. 8-bit rounding moves a normal by at most about 0.4 degrees. Datasets in other conventions convert with
-`to_camera` (CONVENTIONS lists the axis flips in one place). Invalid pixels are filled from the nearest valid
-one in the encoding and skipped by the metrics.
+Encoding: a unit normal n = (x, y, z) in camera coordinates (+x right, +y up, +z towards the viewer) maps to
+    R = (1 - x) / 2,   G = (1 + y) / 2,   B = (1 + z) / 2      (times 255, rounded)
+(x is flipped: the convention the paper states, so a normal facing left is pinkish red (255, 128, 128), one
+facing the camera light blue (128, 128, 255), one facing up mint green (128, 255, 128)). Inputs are
+renormalised before encoding. Decoding inverts this, n' = (1 - 2R, 2G - 1, 2B - 1) with R, G, B in [0, 1], and
+renormalises, n = n' / |n'|, so any colour gives a unit normal (an off-sphere colour gives the direction it
+points in); a zero-length n' (|n'| <= 1e-6) decodes to (0, 0, 1), never NaN. 8-bit rounding moves a normal
+by at most about 0.4 degrees. Datasets in other conventions convert with `to_camera` (CONVENTIONS lists the
+axis flips in one place). Invalid pixels (non-finite or near-zero normals, or outside `valid`) are filled from
+the nearest valid one in the encoding and skipped by the metrics.
+Metrics: mean and median angular error (degrees) and the % of valid pixels under 11.25, 22.5 and 30 degrees;
+dataset numbers (`Accumulator`) pool the errors of all valid pixels of the split.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
 """Referring segmentation as an RGB image.
 
-Encoding: "paint <expression> in <colour>": the referred object in that colour, everything else black.
-Decoding: a pixel belongs to the object when it is closer (in RGB) to the named colour than to black and
-within `threshold` of it (default: half the distance between the colour and black, at least 60), so blur and
-colour drift move the boundary by little. Metrics: gIoU (the mean of per-image IoU) and cIoU (summed
-intersections over summed unions).
+Encoding: "paint <expression> in <colour>": the one object the expression refers to in that colour c,
+everything else black. Evaluation asks for red; training picks any of `common.PROMPT_COLORS` and a random
+phrasing. Decoding (Euclidean distances in 0-255 RGB): a pixel belongs to the object when
+    |rgb - c| < |rgb - black|   and   |rgb - c| <= threshold,   threshold = max(60, |c| / 2) by default,
+i.e. it is closer to the named colour than to black and not far from it, so blur and colour drift move the
+boundary by little and stray colours stay background. Any image decodes to a boolean mask.
+Metrics: IoU per image; dataset numbers (`Accumulator`) are gIoU (the mean of per-image IoUs) and cIoU (summed
+intersections over summed unions). An image where both masks are empty scores IoU 1.
 """
 
 from __future__ import annotations

@@ -1,14 +1,29 @@
 """Semantic segmentation as an RGB image.
 
-Encoding: every class gets a colour, either named in the instruction (colour names, hex codes, RGB tuples or a
-JSON-like mapping: "paint the road purple and cars (0, 0, 255)") or a dataset's fixed palette
-(CITYSCAPES_19; `well_separated_palette` for any class list, also used for ADE20K-150 here, whose published
-palette is not shipped yet). Decoding gives each pixel the class of the nearest prompted colour in CIELAB, and
-`ignore_label` past `threshold` (a colour far from every code). Metrics: per-class IoU, mIoU and pixel accuracy
-from the confusion matrix summed over the dataset, with an ignore label.
+Encoding: class k is painted in colours[k], ignored pixels (`ignore_label`, 255) black:
+    rgb[y, x] = colours[labels[y, x]]
+The colours come from one of two places:
+  - named in the instruction (up to MAX_NAMED_CLASSES classes): colour names from `common.COLOR_NAMES`, hex
+    codes, RGB tuples or a JSON-like mapping ("segment the image: road purple, car (0, 0, 255), sky #87ceeb"),
+    parsed by `common.parse_color_mapping`; evaluation names `common.PROMPT_COLORS` in order;
+  - a dataset's fixed palette ("segment the image with the 150-class palette"): `palette_for(class_names)`
+    gives the dataset's standard colours for the Cityscapes-19 and ADE20K-150 class lists (data files in
+    palettes/, see `dataset_palette`) and `common.well_separated_palette` colours for any other list.
+Decoding: every pixel takes the class of the nearest prompted colour in CIELAB (perceptual distance, so a
+drifted colour goes to the class it looks like), and `ignore_label` (unlabelled) when even the nearest
+colour is farther than `threshold` (40 CIELAB units by default). Any image decodes; exact codes decode
+exactly. The black of ignored pixels is not a code: it decodes as unlabelled against `common.PROMPT_COLORS`
+(none is within the threshold of black) but as "building" / "floor" against the Cityscapes / ADE20K
+palettes, which no metric sees, since ground-truth ignore pixels are not scored.
+Metrics: per-class IoU, mIoU and pixel accuracy from the confusion matrix summed over the dataset
+(`Accumulator`; not a mean of per-image IoUs); a predicted "unlabelled" pixel counts as wrong.
 """
 
 from __future__ import annotations
+
+import functools
+import json
+import os
 
 import numpy as np
 
@@ -23,22 +38,52 @@ TEMPLATES = (
     "semantic segmentation with {mapping}",
 )
 CANONICAL = "segment the image: {mapping}"
-CITYSCAPES_19 = {
-    "road": (128, 64, 128), "sidewalk": (244, 35, 232), "building": (70, 70, 70), "wall": (102, 102, 156),
-    "fence": (190, 153, 153), "pole": (153, 153, 153), "traffic light": (250, 170, 30),
-    "traffic sign": (220, 220, 0), "vegetation": (107, 142, 35), "terrain": (152, 251, 152),
-    "sky": (70, 130, 180), "person": (220, 20, 60), "rider": (255, 0, 0), "car": (0, 0, 142),
-    "truck": (0, 0, 70), "bus": (0, 60, 100), "train": (0, 80, 100), "motorcycle": (0, 0, 230),
-    "bicycle": (119, 11, 32),
-}
+PALETTE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "palettes")
+DATASET_PALETTES = ("cityscapes_19", "ade20k_150")
+
+
+def _norm(name: str) -> str:
+  return " ".join(str(name).replace("_", " ").lower().split())
+
+
+@functools.lru_cache(maxsize=None)
+def _load_palette(name: str):
+  """(names, colours, accepted names per class) of palettes/<name>.json, overrides applied."""
+  if name not in DATASET_PALETTES:
+    raise ValueError(f"dataset palette {name!r}: expected one of {DATASET_PALETTES}")
+  with open(os.path.join(PALETTE_DIR, f"{name}.json"), encoding="utf-8") as f:
+    data = json.load(f)
+  classes, overrides = data["classes"], data.get("overrides", {})
+  names = tuple(c["name"] for c in classes)
+  colors = np.asarray([overrides.get(c["name"], c["color"]) for c in classes], np.uint8)
+  colors.setflags(write=False)
+  accepted = tuple(frozenset(_norm(n) for n in [c["name"], *c.get("synonyms", ())]) for c in classes)
+  return names, colors, accepted
+
+
+def dataset_palette(name: str) -> tuple[tuple[str, ...], np.ndarray]:
+  """(class names, uint8 (N, 3) colours) of a shipped dataset palette: 'cityscapes_19' or 'ade20k_150'.
+
+  The colours are the dataset's published standard, except where palettes/<name>.json lists an override
+  (ADE20K-150 publishes one colour twice, for road and skyscraper; skyscraper gets a free colour)."""
+  names, colors, _ = _load_palette(name)
+  return names, colors.copy()
+
+
+CITYSCAPES_19 = {n: tuple(int(v) for v in c) for n, c in zip(*dataset_palette("cityscapes_19"))}
+ADE20K_150 = {n: tuple(int(v) for v in c) for n, c in zip(*dataset_palette("ade20k_150"))}
 MAX_NAMED_CLASSES = 10  # longer class lists use the palette prompt (the instruction would not fit)
 
 
 def palette_for(class_names) -> np.ndarray:
-  """The fixed palette of a class list: Cityscapes' own colours, else well-separated ones."""
-  if list(class_names) == list(CITYSCAPES_19):
-    return np.asarray(list(CITYSCAPES_19.values()), np.uint8)
-  return common.well_separated_palette(len(class_names), seed=len(class_names))
+  """The fixed palette of a class list: the dataset's standard colours for the Cityscapes-19 and ADE20K-150
+  lists (names compared case-, underscore- and synonym-insensitively, in order), else well-separated ones."""
+  names = [_norm(n) for n in class_names]
+  for palette in DATASET_PALETTES:
+    _, colors, accepted = _load_palette(palette)
+    if len(names) == len(accepted) and all(n in a for n, a in zip(names, accepted)):
+      return colors.copy()
+  return common.well_separated_palette(len(names), seed=len(names))
 
 
 def encode(labels, colors, ignore_label=IGNORE) -> np.ndarray:

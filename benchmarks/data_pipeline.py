@@ -20,7 +20,7 @@ from vbanana.data import pipeline
 _DATA_DIR = flags.DEFINE_string("data_dir", "/tmp/vbanana_bench_scenes", "Where the scenes dataset lives.")
 _RESOLUTION = flags.DEFINE_integer("resolution", 32, "Image size.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Global batch.")
-_TEXT_LENGTH = flags.DEFINE_integer("text_length", 64, "Tokens per instruction.")
+_TEXT_LENGTH = flags.DEFINE_integer("text_length", 224, "Bytes per instruction (the quickstart config's).")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 512, "Scenes to build if the dataset is missing.")
 _BATCHES = flags.DEFINE_integer("batches", 30, "Timed batches per setting (after one warm-up batch).")
 _WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "Worker counts to time.")

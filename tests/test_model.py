@@ -16,7 +16,7 @@ from vbanana.model.config import ModelConfig
 
 def small_cfg(**kw):
   base = dict(image_size=8, patch_size=4, width=32, depth=2, num_heads=2, text_width=32, text_heads=2,
-              text_depth=1, text_len=6, max_inputs=2, scan=True)  # the scanned path (tiny itself unrolls)
+              text_depth=1, text_len=8, max_inputs=2, scan=True)  # the scanned path (tiny itself unrolls)
   return model_lib.config_for("tiny", **{**base, **kw})
 
 

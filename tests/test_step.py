@@ -12,7 +12,9 @@ from vbanana import step as step_lib
 
 CFG = model_lib.config_for("tiny", image_size=8, patch_size=2, width=64, depth=2, num_heads=4, text_width=32,
                            text_heads=2, text_depth=1, text_len=8, max_inputs=1)
-OPTIM = dict(lr=1e-2, schedule="constant", warmup_steps=10, clip_norm=1.0)
+# Cosine to a tenth over the 400 steps of the overfitting test: the end of the run is not dominated by the
+# step size's noise (the constant-rate end loss varied 3x between seeds).
+OPTIM = dict(lr=1e-2, schedule="cosine", total_steps=400, end_lr_fraction=0.1, warmup_steps=10, clip_norm=1.0)
 NO_DROPOUT = dict(text_dropout=0.0, image_dropout=0.0)
 
 
@@ -77,7 +79,7 @@ def test_overfits_four_triples_and_samples_them_back(setup):
   # Per-task metrics: tasks 0 (x2), 2, 5 present; the others NaN with count 0.
   assert float(metrics["count/generation"]) == 2 and float(metrics["count/depth"]) == 1
   assert np.isnan(float(metrics["loss/editing"])) and float(metrics["count/editing"]) == 0
-  assert float(metrics["lr"]) == pytest.approx(1e-2)
+  assert float(metrics["lr"]) == pytest.approx(1e-3, rel=1e-3)  # the last step's rate: the end of the cosine
   assert int(state["step"]) == 400 and int(state["skipped"]) == 0
 
   sample = step_lib.make_sample_fn(graphdef, CFG, mesh, None, steps=20)

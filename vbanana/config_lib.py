@@ -200,7 +200,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sharding_rules = default_rules()
   c.flow = ml_collections.ConfigDict()
   c.optim = ml_collections.ConfigDict()
-  c.data = ml_collections.ConfigDict(dict(resolution=32, text_length=64, max_inputs=1, global_batch=32,
+  c.data = ml_collections.ConfigDict(dict(resolution=32, text_length=224, max_inputs=1, global_batch=32,
                                           num_workers=0, seed=0, components={}))
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, log_every=50, eval_every=0, eval_at_end=True, tensorboard=True,

@@ -20,7 +20,7 @@ back in order. Each example's randomness (augmentation, instruction phrasing, co
 (data.seed, component, position).
 
 The data config (an ml_collections.ConfigDict or a dict):
-    resolution=32, text_length=64, max_inputs=1 (K input-image slots), global_batch=32, num_workers=0,
+    resolution=32, text_length=224 (bytes), max_inputs=1 (K input-image slots), global_batch=32, num_workers=0,
     seed=0, strict=False, augment=dict(crop_scale=(1.0, 1.0), flip=True), worker_buffer_size=2 (batches
     per worker), read_threads=2 and read_buffer=4 (batches made ahead by threads, per process or worker),
     components={'generation': dict(source={...}, task='generation', weight=0.85), ...}
@@ -44,7 +44,7 @@ from absl import logging
 from vbanana.data import augment as augment_lib
 from vbanana.data import sources as sources_lib
 
-DEFAULTS = dict(resolution=32, text_length=64, max_inputs=1, global_batch=32, num_workers=0, seed=0,
+DEFAULTS = dict(resolution=32, text_length=224, max_inputs=1, global_batch=32, num_workers=0, seed=0,
                 strict=False, augment=dict(crop_scale=(1.0, 1.0), flip=True), worker_buffer_size=2,
                 read_threads=2, read_buffer=4)
 # Targets that are images (interpolate when resizing); every other task's target is a code (nearest).
@@ -116,7 +116,7 @@ QUICKSTART_WEIGHTS = dict(generation=0.85, editing=0.05, depth=0.03, normals=0.0
                           instance=0.01, referring=0.01)
 
 
-def scenes_data_config(data_dir: str, resolution: int = 32, global_batch: int = 32, text_length: int = 64,
+def scenes_data_config(data_dir: str, resolution: int = 32, global_batch: int = 32, text_length: int = 224,
                        num_train: int = 2048, num_workers: int = 0, weights=None) -> dict:
   """A data config mixing every task on the built-in scenes (the quickstart mixture by default)."""
   source = dict(kind="scenes", data_dir=data_dir, resolution=resolution, num_train=num_train,

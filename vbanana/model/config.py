@@ -32,7 +32,9 @@ class ModelConfig:
   depth: int = 2                # number of DiT blocks
   num_heads: int = 4
   mlp_ratio: float = 4.0        # SwiGLU hidden = 2/3 * mlp_ratio * width (rounded up to a multiple of 8)
-  text_len: int = 64            # instruction tokens (the layout FLOPs are counted for)
+  text_len: int = 224           # instruction bytes (the batches' text length; scenes captions reach 210)
+  text_stride: int = 4          # the byte encoder's output is merged in groups of this many bytes: the DiT
+                                # sees text_len / text_stride instruction tokens (precomputed embeddings: all)
   text_width: int = 64          # byte-level text encoder
   text_depth: int = 1
   text_heads: int = 4
@@ -50,7 +52,7 @@ class ModelConfig:
   def __post_init__(self):
     def fail(field, message):
       raise ValueError(f"ModelConfig.{field}: {message}")
-    for name in ("image_size", "patch_size", "channels", "width", "depth", "num_heads", "text_len",
+    for name in ("image_size", "patch_size", "channels", "width", "depth", "num_heads", "text_len", "text_stride",
                  "text_width", "text_heads", "vocab_size"):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -66,6 +68,9 @@ class ModelConfig:
       fail("num_heads", f"head dim width/num_heads={self.width}/{self.num_heads}="
            f"{self.width // self.num_heads} must be divisible by 4 (2D rotary positions rotate pairs of "
            "channels, half of them by row and half by column)")
+    if self.text_embed_dim is None and self.text_len % self.text_stride:
+      fail("text_len", f"text_len={self.text_len} is not divisible by text_stride={self.text_stride} (the byte "
+           "encoder merges text_stride bytes into one token)")
     if self.text_width % self.text_heads:
       fail("text_width", f"text_width={self.text_width} is not divisible by text_heads={self.text_heads}")
     if (self.text_width // self.text_heads) % 2:
@@ -110,10 +115,14 @@ class ModelConfig:
   def patch_dim(self) -> int:
     return self.patch_size ** 2 * self.channels
 
+  def text_tokens(self, text_len: int | None = None) -> int:
+    """Instruction tokens in the joint sequence: merged bytes, or one per precomputed embedding."""
+    text_len = self.text_len if text_len is None else text_len
+    return text_len if self.text_embed_dim is not None else text_len // self.text_stride
+
   def seq_len(self, text_len: int | None = None) -> int:
     """Length of the joint sequence: text + K input images + target."""
-    text_len = self.text_len if text_len is None else text_len
-    return text_len + (self.max_inputs + 1) * self.tokens_per_image
+    return self.text_tokens(text_len) + (self.max_inputs + 1) * self.tokens_per_image
 
   def replace(self, **overrides) -> "ModelConfig":
     return dataclasses.replace(self, **overrides)

@@ -2,7 +2,7 @@ r"""The joint-sequence diffusion transformer (DiT): instruction + input images +
 
 One forward pass predicts the flow-matching velocity of the target image from everything at once:
 
-    tokens   | instruction (L)  | input image 1 (N) | ... | input image K (N) | noisy target x_t (N) |
+    tokens   | instruction (T)  | input image 1 (N) | ... | input image K (N) | noisy target x_t (N) |
     segment  |      text        |     input 1       | ... |     input K       |       target         |
     position |  none (see why)  |  2D (row, col)    | ... |  2D (row, col)    |    2D (row, col)     |
     mask     |  token != pad    |  input_mask[:, 1] | ... |  input_mask[:, K] |      always on       |
@@ -15,6 +15,8 @@ One forward pass predicts the flow-matching velocity of the target image from ev
 Why this shape:
   * In-context conditioning: conditions are ordinary tokens, so every block can attend between the target
     and the instruction or the input pixels. Adding a task = a new instruction, never a new module.
+  * Text: T = L / text_stride tokens, each merging text_stride bytes after the byte-level text encoder
+    (or one token per precomputed embedding), so long instructions stay affordable in the joint sequence.
   * Positions: each image gets the same 2D rotary grid, so target token (r, c) and input token (r, c) have
     relative offset zero: pixel-aligned tasks (depth, normals, segmentation, edits) find their source by
     position. Text tokens get no rotary position (identity rotation): the text encoder already encoded word
@@ -136,7 +138,7 @@ class DiT(nnx.Module):
     # Which keys exist, and the rotary angles of every token (text: 0 = identity rotation).
     mask = jnp.concatenate([txt_mask, jnp.repeat(input_mask, n, axis=1), jnp.ones((b, n), bool)], axis=1)
     image_angles = layers.rope_angles(image_positions(cfg.grid), cfg.head_dim)
-    angles = jnp.concatenate([jnp.zeros((text.shape[1], cfg.head_dim // 2)),
+    angles = jnp.concatenate([jnp.zeros((txt.shape[1], cfg.head_dim // 2)),
                               jnp.tile(image_angles, (k + 1, 1))], axis=0)
 
     x = layers.run_stack(self.blocks, x, lambda block, h: block(h, c, angles, mask), scan=cfg.scan,

@@ -26,13 +26,13 @@ def forward_flops(cfg: ModelConfig, text_len: int | None = None, num_inputs: int
   text_len = cfg.text_len if text_len is None else text_len
   k = cfg.max_inputs if num_inputs is None else num_inputs
   n, w = cfg.tokens_per_image, cfg.width
-  seq = text_len + (k + 1) * n
+  seq = cfg.text_tokens(text_len) + (k + 1) * n
   total = 0.0
   # Text: the byte encoder (blocks + projection), or the projection of precomputed embeddings.
   if cfg.text_embed_dim is None:
     tw = cfg.text_width
     total += cfg.text_depth * _block(text_len, tw, tw // cfg.text_heads, cfg.text_mlp_dim, modulated=False)
-    total += 2 * text_len * tw * w
+    total += 2 * text_len * tw * w                             # merging text_stride bytes per token
   else:
     total += 2 * text_len * cfg.text_embed_dim * w
   total += 2 * (k + 1) * n * cfg.patch_dim * w                # patch embedding

@@ -54,8 +54,13 @@ def detokenize(tokens: np.ndarray) -> list[str]:
 
 
 class TextEncoder(nnx.Module):
-  """Byte embedding + a few pre-norm transformer blocks (1D rotary positions, padding mask) + projection
-  to the DiT width. Word order is encoded here, so the DiT gives text tokens no positions of its own."""
+  """Byte embedding + a few pre-norm transformer blocks (1D rotary positions, padding mask), then every
+  `text_stride` consecutive bytes merged into one token by a linear map to the DiT width.
+
+  Bytes keep the vocabulary tiny and need no trained tokenizer; the encoder's attention lets each byte see
+  its word, so merging afterwards loses little, and the DiT's joint sequence (the cost that grows with every
+  token) holds a quarter of the bytes. Word order is encoded here, so the DiT gives text tokens no positions
+  of its own."""
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
@@ -67,12 +72,15 @@ class TextEncoder(nnx.Module):
                                qk_norm=cfg.qk_norm, attention=cfg.attention, rngs=r, dtype=dtype, param_dtype=param_dtype),
         cfg.text_depth, rngs) if cfg.text_depth else None
     self.norm = layers.RMSNorm(cfg.text_width, param_dtype=param_dtype)
-    self.proj = layers.Dense((cfg.text_width,), (cfg.width,), ("embed_out", "embed"), rngs=rngs, dtype=dtype,
-                             param_dtype=param_dtype)
+    self.merge = layers.Dense((cfg.text_stride, cfg.text_width), (cfg.width,), (None, "embed_out", "embed"),
+                              rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
   def __call__(self, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """tokens int32 (B, L) -> (features (B, L, width), mask bool (B, L))."""
+    """tokens int32 (B, L) -> (features (B, L / text_stride, width), mask bool (B, L / text_stride))."""
     cfg = self.cfg
+    b, length = tokens.shape
+    if length % cfg.text_stride:
+      raise ValueError(f"TextEncoder: text length {length} is not divisible by text_stride={cfg.text_stride}")
     mask = tokens != PAD
     # The table is small: gather from a replicated copy (a gather from an FSDP-sharded table partitions badly).
     table = parallel.constrain(self.embed[...], (None, None))
@@ -82,7 +90,9 @@ class TextEncoder(nnx.Module):
       angles = layers.rope_angles(jnp.arange(tokens.shape[1])[:, None], cfg.text_width // cfg.text_heads)
       x = layers.run_stack(self.blocks, x, lambda block, h: block(h, None, angles, mask), scan=cfg.scan,
                            remat_policy=cfg.remat)
-    return self.proj(self.norm(x)), mask
+    groups = (b, length // cfg.text_stride, cfg.text_stride)
+    x = self.norm(x).reshape(groups + (cfg.text_width,))
+    return self.merge(x), mask.reshape(groups).any(-1)  # a merged token exists if any of its bytes does
 
 
 class TextProjection(nnx.Module):

@@ -240,17 +240,27 @@ def load_params(path: str, abstract_params: Any, key: str = "ema_params") -> Any
     raise FileNotFoundError(f"init_from={path}: no checkpoint found (expected a workdir, a checkpoints "
                             "directory, a checkpoint step directory or an exported .safetensors file)")
   state_dir = step_dir / STATE
+  restored = restore_entry(state_dir, key, lambda _: (
+      abstract_params, ocp.checkpoint_utils.construct_restore_args(abstract_params)), where=f"init_from={path}: ")
+  logging.info("Initialised %s from %s", key, state_dir)
+  return restored
+
+
+def restore_entry(state_dir: epath.Path, key: str, make_target, *, where: str = "") -> Any:
+  """Restores only `state[key]` of a saved train state (a partial restore: nothing else is read).
+
+  `make_target(metadata tree of state[key]) -> (target tree, restore_args tree)` decides where and as what
+  the arrays land (shardings onto a mesh, or plain host numpy).
+  """
   ckptr = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
   meta = ckptr.metadata(state_dir)
   tree = getattr(meta, "item_metadata", meta)
   tree = getattr(tree, "tree", tree)
   if key not in tree:
-    raise KeyError(f"init_from={path}: checkpoint {state_dir} has no '{key}' (has {sorted(tree)})")
-  # Restore only `key` (partial restore): the optimizer state and the rest are never read.
-  target = {key: abstract_params}
+    raise KeyError(f"{where}checkpoint {state_dir} has no '{key}' (has {sorted(tree)})")
+  target, restore_args = make_target(tree[key])
   restored = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
-      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
-  logging.info("Initialised %s from %s", key, state_dir)
+      item={key: target}, restore_args={key: restore_args}, partial_restore=True))
   return restored[key]
 
 

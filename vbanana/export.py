@@ -63,17 +63,11 @@ def export_workdir(workdir: str, out: str, key: str = "ema_params", step: int | 
 
 def read_params_to_host(state_dir: epath.Path, key: str) -> dict[str, np.ndarray]:
   """Reads one entry of a saved train state as host numpy arrays: no mesh, any device count."""
-  ckptr = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
-  meta = ckptr.metadata(state_dir)
-  tree = getattr(meta, "item_metadata", meta)
-  tree = getattr(tree, "tree", tree)
-  if key not in tree:
-    raise KeyError(f"{state_dir} has no '{key}' (has {sorted(tree)})")
-  target = {key: jax.tree.map(lambda m: np.zeros((), m.dtype), tree[key])}
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-  restored = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
-      item=target, restore_args=restore_args, partial_restore=True))
-  return {k: np.asarray(v) for k, v in flatten(restored[key]).items()}
+  def host_target(meta):
+    target = jax.tree.map(lambda m: np.zeros((), m.dtype), meta)
+    return target, jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+  restored = checkpoint.restore_entry(state_dir, key, host_target)
+  return {k: np.asarray(v) for k, v in flatten(restored).items()}
 
 
 def write(out: str, flat_params: dict[str, np.ndarray], model_config: dict, extra: dict | None = None) -> None:

@@ -49,9 +49,16 @@ def show(value) -> np.ndarray | None:
   """A decoded prediction or a ground-truth array -> uint8 RGB for people (None when it is not an image)."""
   import matplotlib
 
+  if isinstance(value, dict) and "masks" in value:  # an instance decode: {'masks', 'scores'}
+    value = value["masks"]
   array = np.asarray(value) if not isinstance(value, dict) else None
   if array is None or array.ndim < 2:
     return None
+  if array.dtype == bool and array.ndim == 3:  # (N, H, W) instance masks: instance k + 1 in its own colour
+    ids = np.zeros(array.shape[1:], np.int32)
+    for k, mask in enumerate(array):
+      ids[mask] = k + 1
+    return _palette(ids)
   if array.dtype == np.uint8 and array.ndim == 3 and array.shape[-1] == 3:
     return array
   if array.dtype == bool:

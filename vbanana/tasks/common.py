@@ -47,6 +47,18 @@ def check_map(x: Any, what: str, ndim: int, channels: int | None = None) -> np.n
   return x
 
 
+# Share of training examples whose colours are the evaluation's (semantic: the default class colours,
+# referring: EVAL_COLOR, instance: a black background); the rest draw colours at random. The fixed colours
+# make a code the model can learn first, as depth's or normals' is; the random ones teach it to read the
+# colours an instruction names. (Phrasings are random either way.)
+FIXED_COLOURS_SHARE = 0.5
+
+
+def random_colours(rng: np.random.Generator | None, train: bool) -> bool:
+  """Whether this example draws its colours at random (training only, 1 - FIXED_COLOURS_SHARE of the time)."""
+  return bool(train and rng is not None and rng.random() >= FIXED_COLOURS_SHARE)
+
+
 def pick(templates: Sequence[str], canonical: str, rng: np.random.Generator | None, train: bool) -> str:
   """A random phrasing in training, the canonical one in evaluation."""
   if train and rng is not None:

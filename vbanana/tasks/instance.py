@@ -435,7 +435,7 @@ def make_example(sample, rng, train) -> common.TaskExample | None:
     return None
   classes = sorted(by_class)
   cls = classes[int(rng.integers(len(classes)))] if (train and rng is not None) else classes[0]
-  bg_name = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))] if (train and rng is not None) else "black"
+  bg_name = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))] if common.random_colours(rng, train) else "black"
   background = common.COLOR_NAMES[bg_name]
   masks = np.stack([inst == i for i in by_class[cls]])
   names = sample.get("class_names") or ()

@@ -85,7 +85,7 @@ def make_example(sample, rng, train) -> common.TaskExample | None:
   if not refs:
     return None
   expr, iid = refs[int(rng.integers(len(refs)))] if (train and rng is not None) else refs[0]
-  name = common.PROMPT_COLORS[int(rng.integers(len(common.PROMPT_COLORS)))] if (train and rng is not None) \
+  name = common.PROMPT_COLORS[int(rng.integers(len(common.PROMPT_COLORS)))] if common.random_colours(rng, train) \
       else EVAL_COLOR
   color = common.COLOR_NAMES[name]
   mask = inst == iid

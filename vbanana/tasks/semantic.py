@@ -175,7 +175,7 @@ def make_example(sample, rng, train) -> common.TaskExample | None:
     colors = palette_for(names)
     instruction = f"segment the image with the {len(names)}-class palette"
   else:
-    if train and rng is not None:
+    if common.random_colours(rng, train):
       named = list(rng.permutation(common.PROMPT_COLORS)[:len(names)])
       colors = np.asarray([common.COLOR_NAMES[c] for c in named], np.uint8)
       style = ["name", "hex", "tuple"][int(rng.integers(3))] if rng.random() < 0.3 else "name"

@@ -20,13 +20,17 @@ def test_interpolation_endpoints_and_velocity():
 
 def test_time_sampling():
   key = jax.random.key(0)
-  t = flow.sample_time(key, 20000, flow.FlowConfig())
+  t = flow.sample_time(key, 20000, flow.FlowConfig(pure_noise_share=0.0))
   assert 0 < float(t.min()) and float(t.max()) < 1
   assert abs(float(jnp.median(t)) - 0.5) < 0.02        # logit-normal(0, 1): median 0.5
-  shifted = flow.sample_time(key, 20000, flow.FlowConfig(logit_mean=1.0))
+  shifted = flow.sample_time(key, 20000, flow.FlowConfig(logit_mean=1.0, pure_noise_share=0.0))
   assert float(jnp.median(shifted)) > 0.7               # sigmoid(1) = 0.73
-  u = flow.sample_time(key, 20000, flow.FlowConfig(time_sampling="uniform"))
+  u = flow.sample_time(key, 20000, flow.FlowConfig(time_sampling="uniform", pure_noise_share=0.0))
   assert abs(float(jnp.mean(u < 0.25)) - 0.25) < 0.02
+  # The default puts a tenth of the examples at t = 1 (the sampler's first step), the rest logit-normal.
+  mixed = flow.sample_time(key, 20000, flow.FlowConfig())
+  assert abs(float(jnp.mean(mixed == 1.0)) - 0.1) < 0.01
+  assert abs(float(jnp.median(mixed[mixed < 1])) - 0.5) < 0.02
 
 
 def test_flow_config_errors_name_the_key():

@@ -5,10 +5,14 @@ Encoding: class k is painted in colours[k], ignored pixels (`ignore_label`, 255)
 The colours come from one of two places:
   - named in the instruction (up to MAX_NAMED_CLASSES classes): colour names from `common.COLOR_NAMES`, hex
     codes, RGB tuples or a JSON-like mapping ("segment the image: road purple, car (0, 0, 255), sky #87ceeb"),
-    parsed by `common.parse_color_mapping`; evaluation names `common.PROMPT_COLORS` in order;
-  - a dataset's fixed palette ("segment the image with the 150-class palette"): `palette_for(class_names)`
-    gives the dataset's standard colours for the Cityscapes-19 and ADE20K-150 class lists (data files in
-    palettes/, see `dataset_palette`) and `common.well_separated_palette` colours for any other list.
+    parsed by `common.parse_color_mapping`; training draws them at random for half of its examples
+    (1 - `common.FIXED_COLOURS_SHARE`);
+  - the class list's fixed palette ("segment the image with the 7-class palette", `PALETTE_PROMPT`): the
+    other half of training, every evaluation and every list longer than MAX_NAMED_CLASSES.
+    `palette_for(class_names)` gives the dataset's standard colours for the Cityscapes-19 and ADE20K-150
+    class lists (data files in palettes/, see `dataset_palette`), the named colours `common.PROMPT_COLORS`
+    in order (red, green, blue, ...) for other lists of up to 10 classes, and `common.well_separated_palette`
+    colours for longer ones. A fixed code is learned as fast as depth's; named colours need the model to read.
 Decoding: every pixel takes the class of the nearest prompted colour in CIELAB (perceptual distance, so a
 drifted colour goes to the class it looks like), and `ignore_label` (unlabelled) when even the nearest
 colour is farther than `threshold` (40 CIELAB units by default). Any image decodes; exact codes decode
@@ -37,7 +41,8 @@ TEMPLATES = (
     "colour every pixel by its class: {mapping}",
     "semantic segmentation with {mapping}",
 )
-CANONICAL = "segment the image: {mapping}"
+CANONICAL = "segment the image: {mapping}"  # the named-colour phrasing used with `common.pick`
+PALETTE_PROMPT = "segment the image with the {n}-class palette"  # evaluation's instruction
 PALETTE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "palettes")
 DATASET_PALETTES = ("cityscapes_19", "ade20k_150")
 
@@ -77,12 +82,16 @@ MAX_NAMED_CLASSES = 10  # longer class lists use the palette prompt (the instruc
 
 def palette_for(class_names) -> np.ndarray:
   """The fixed palette of a class list: the dataset's standard colours for the Cityscapes-19 and ADE20K-150
-  lists (names compared case-, underscore- and synonym-insensitively, in order), else well-separated ones."""
+  lists (names compared case-, underscore- and synonym-insensitively, in order); for other lists of up to
+  MAX_NAMED_CLASSES classes the named colours `common.PROMPT_COLORS` in order (red, green, blue, ...: the
+  palette prompt paints what "background red, ground green, ..." would); else well-separated colours."""
   names = [_norm(n) for n in class_names]
   for palette in DATASET_PALETTES:
     _, colors, accepted = _load_palette(palette)
     if len(names) == len(accepted) and all(n in a for n, a in zip(names, accepted)):
       return colors.copy()
+  if len(names) <= MAX_NAMED_CLASSES:
+    return np.asarray([common.COLOR_NAMES[c] for c in common.PROMPT_COLORS[:len(names)]], np.uint8)
   return common.well_separated_palette(len(names), seed=len(names))
 
 
@@ -171,19 +180,17 @@ def make_example(sample, rng, train) -> common.TaskExample | None:
     return None
   names = list(sample["class_names"])
   labels = np.asarray(sample["semantic"], np.int32)
-  if len(names) > MAX_NAMED_CLASSES:
-    colors = palette_for(names)
-    instruction = f"segment the image with the {len(names)}-class palette"
-  else:
-    if common.random_colours(rng, train):
-      named = list(rng.permutation(common.PROMPT_COLORS)[:len(names)])
-      colors = np.asarray([common.COLOR_NAMES[c] for c in named], np.uint8)
-      style = ["name", "hex", "tuple"][int(rng.integers(3))] if rng.random() < 0.3 else "name"
-    else:
-      colors = np.asarray([common.COLOR_NAMES[c] for c in common.PROMPT_COLORS[:len(names)]], np.uint8)
-      style = "name"
+  if len(names) <= MAX_NAMED_CLASSES and common.random_colours(rng, train):
+    # Colours named in the instruction, drawn at random: the model learns to read them.
+    named = list(rng.permutation(common.PROMPT_COLORS)[:len(names)])
+    colors = np.asarray([common.COLOR_NAMES[c] for c in named], np.uint8)
+    style = ["name", "hex", "tuple"][int(rng.integers(3))] if rng.random() < 0.3 else "name"
     mapping = ", ".join(f"{n} {common.describe_color(c, style)}" for n, c in zip(names, colors))
     instruction = common.pick(TEMPLATES, CANONICAL, rng, train).format(mapping=mapping)
+  else:
+    # The class list's fixed palette (evaluation, the fixed-colour share of training, long class lists).
+    colors = palette_for(names)
+    instruction = PALETTE_PROMPT.format(n=len(names))
   return common.TaskExample(
       task=NAME, instruction=instruction, inputs=[sample["image"]], target=encode(labels, colors),
       ground_truth={"semantic": labels, "num_classes": len(names)},

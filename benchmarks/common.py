@@ -18,12 +18,10 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 
-# XLA:CPU flags measured to help the DiT step on this 2-core AVX2 machine (docs/performance.md, log):
-# routing dots through Eigen instead of YNNPACK fusions is ~10% faster for the transposed ("NT") dots of
-# the backward pass. Set before jax is imported; VBANANA_XLA_DEFAULTS=1 keeps XLA's own defaults.
-CPU_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type="
-if os.environ.get("VBANANA_XLA_DEFAULTS") != "1" and "jax" not in sys.modules:
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + CPU_XLA_FLAGS).strip()
+# No XLA flags: the benchmarks measure what the trainer gets, XLA's defaults. On this AVX-512 (bf16) CPU the
+# default YNNPACK dot fusions are faster than Eigen for this model (docs/performance.md, log); the earlier
+# `--xla_cpu_experimental_ynn_fusion_type=` (measured on an AVX2 machine) is slower here. To compare flags,
+# set XLA_FLAGS in the environment: `machine()` prints them with every table.
 
 
 def block(tree: Any) -> Any:

@@ -2,9 +2,10 @@
 
     python benchmarks/gpu_mfu.py            # on a machine with a GPU; on a CPU it says so and exits 0
 
-Attention goes through `jax.nn.dot_product_attention(implementation='cudnn' | 'xla')` (the model's
-`attention` setting). MFU = analytic train FLOPs per step / step time / (bf16 matmul FLOP/s measured in the
-same run). No number here was measured on this project's CPU machines: run it where a GPU is.
+Attention follows the model's `attention` setting: 'cudnn' is `jax.nn.dot_product_attention`'s cuDNN kernel,
+'xla' the written-out softmax attention of `vbanana.model.layers.attention`. MFU = analytic train FLOPs
+per step / step time / (bf16 matmul FLOP/s measured in the same run). No number here was measured on this
+project's CPU machines: run it where a GPU is.
 """
 from __future__ import annotations
 

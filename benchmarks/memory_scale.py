@@ -1,6 +1,6 @@
 """Memory and FLOPs at scale, from compiled memory analysis of abstract inputs (nothing is allocated).
 
-    python benchmarks/memory_scale.py          # 8 simulated CPU devices; about 2 min
+    python benchmarks/memory_scale.py          # 8 simulated CPU devices; 5-10 min on 2 cores
 
 Tables:
 1. Per-device bytes of parameters, optimizer state and activations (the executable's temp buffers) of one
@@ -43,7 +43,7 @@ def tree_bytes_per_device(tree) -> int:
   return total
 
 
-def analyse(model_cfg, mesh_shape: dict, global_batch: int, text_length: int = 64) -> dict:
+def analyse(model_cfg, mesh_shape: dict, global_batch: int) -> dict:
   """Compiles the train step for abstract, sharded inputs and returns per-device byte counts."""
   import jax
   import numpy as np
@@ -66,7 +66,7 @@ def analyse(model_cfg, mesh_shape: dict, global_batch: int, text_length: int = 6
   shardings = step_lib.state_shardings(model_cfg, config.optim, mesh, rules)
   state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
   step = step_lib.make_train_step(captured["graphdef"], model_cfg, config.flow, config.optim, mesh, rules)
-  host_batch = bench.random_batch(model_cfg, global_batch, text_length)
+  host_batch = bench.random_batch(model_cfg, global_batch, model_cfg.text_len)  # the layout FLOPs count
   batch_sharding = parallel.batch_sharding(mesh, rules)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding) for k, v in host_batch.items()}
   compiled = step.lower(state, batch).compile()
@@ -100,8 +100,8 @@ def main():
                      "8 devices", ["mesh", "params", "opt + EMA state", "activations (temps)", "total"], rows)
 
   # 2. Largest model that fits 16 GB/device at sequence length 1024 (FSDP 8, one example per device).
-  # 1024 tokens: 64 text + 1 input image + target at 44x44 patches... kept simple: no input image slot,
-  # 64 text tokens + a 124px target at patch 4 (961 tokens) = 1025 ~ 1024.
+  # ~1024 tokens, kept simple: no input image slot, 224 text bytes (56 tokens at text_stride 4) + a 124px
+  # target at patch 4 (961 tokens) = 1017.
   rows = []
   for remat in ("none", "full"):
     best = None
@@ -125,12 +125,12 @@ def main():
   for res in (32, 64, 128):
     c = model_at("S", image_size=res, patch_size=4)
     r = analyse(c, dict(data=1, fsdp=8, tensor=1), global_batch=8)
-    rows.append([f"res {res}", 64 + (1 + c.max_inputs) * (res // 4) ** 2, c.depth, r["flops"] / 1e12,
+    rows.append([f"res {res}", c.seq_len(), c.depth, r["flops"] / 1e12,
                  gb(r["total"])])
   for depth in (6, 12, 24):
     c = model_at("S", image_size=64, patch_size=4, depth=depth)
     r = analyse(c, dict(data=1, fsdp=8, tensor=1), global_batch=8)
-    rows.append([f"depth {depth}", 64 + (1 + c.max_inputs) * 16**2, depth, r["flops"] / 1e12, gb(r["total"])])
+    rows.append([f"depth {depth}", c.seq_len(), depth, r["flops"] / 1e12, gb(r["total"])])
   common.print_table("Growth: train TFLOP/step (global batch 8) and GB/device (FSDP 8)",
                      ["setting", "tokens", "depth", "TFLOP/step", "GB/device"], rows)
   return 0

@@ -4,7 +4,8 @@
     python benchmarks/torch_dit.py       # quickstart size; --sizes=quickstart,cpu_s to add more
 
 The PyTorch side is a plain-PyTorch DiT written here with the same block as `vbanana.model.DiT`
-(a byte-level text encoder of pre-norm blocks with 1D rotary positions; a joint sequence of text,
+(a byte-level text encoder of pre-norm blocks with 1D rotary positions, its bytes merged text_stride
+at a time; a joint sequence of text,
 input-image and target tokens with segment embeddings; adaLN modulation from the timestep; fused QKV;
 QK-norm; 2D rotary positions; SwiGLU MLP; key padding mask; fused attention through
 `F.scaled_dot_product_attention`; AdamW; velocity MSE on the target tokens). diffusers' `DiTTransformer2DModel` is not used:
@@ -96,7 +97,9 @@ def build_torch_dit(cfg, torch):
       self.text_embed = nn.Embedding(cfg.vocab_size, cfg.text_width)
       self.text_blocks = nn.ModuleList([Block(cfg.text_width, cfg.text_heads, cfg.text_mlp_dim, False)
                                         for _ in range(cfg.text_depth)])
-      self.text_norm, self.text_proj = nn.RMSNorm(cfg.text_width, eps=1e-6), nn.Linear(cfg.text_width, w)
+      # Bytes merged text_stride at a time after the encoder (vbanana.model.text.TextEncoder.merge).
+      self.text_norm = nn.RMSNorm(cfg.text_width, eps=1e-6)
+      self.text_merge = nn.Linear(cfg.text_stride * cfg.text_width, w)
       self.patch_embed = nn.Linear(patch_dim, w)
       self.segment = nn.Parameter(torch.zeros(2 + cfg.max_inputs, w))
       self.time_mlp = nn.Sequential(nn.Linear(256, w), nn.SiLU(), nn.Linear(w, w))
@@ -108,7 +111,8 @@ def build_torch_dit(cfg, torch):
       self.register_buffer("text_sin", text_sin)
       rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
       image_positions = np.stack([rows.ravel(), cols.ravel()], -1)
-      positions = np.concatenate([np.zeros((text_length, 2))] + [image_positions] * (1 + cfg.max_inputs))
+      text_tokens = text_length // cfg.text_stride
+      positions = np.concatenate([np.zeros((text_tokens, 2))] + [image_positions] * (1 + cfg.max_inputs))
       cos, sin = rope(positions, cfg.width // cfg.num_heads)
       self.register_buffer("cos", cos)
       self.register_buffer("sin", sin)
@@ -123,7 +127,10 @@ def build_torch_dit(cfg, torch):
       h = self.text_embed(text)
       for block in self.text_blocks:
         h = block(h, None, self.text_cos, self.text_sin, text_mask)
-      parts, masks = [self.text_proj(self.text_norm(h)) + self.segment[0]], [text_mask]
+      b, length = text.shape
+      h = self.text_norm(h).reshape(b, length // cfg.text_stride, cfg.text_stride * cfg.text_width)
+      merged_mask = text_mask.reshape(b, length // cfg.text_stride, cfg.text_stride).any(-1)
+      parts, masks = [self.text_merge(h) + self.segment[0]], [merged_mask]
       for k in range(cfg.max_inputs):
         parts.append(self.patch_embed(self.patchify(inputs[:, k])) + self.segment[1 + k])
         masks.append(input_mask[:, k:k + 1].expand(-1, grid * grid))
@@ -185,9 +192,9 @@ def main():
   import jax
   import train_step as jax_bench  # the JAX side is timed exactly as benchmarks/train_step.py times it
 
-  threads = os.cpu_count()
+  threads = len(os.sched_getaffinity(0))  # the cores this process may run on (`taskset` narrows them)
   print(common.machine())
-  print(f"threads: XLA uses all {threads} cores; torch.set_num_threads({threads})")
+  print(f"threads: XLA uses the {threads} cores this process may run on; torch.set_num_threads({threads})")
   rows = []
   for name in args.sizes.split(","):
     setup = jax_bench.setup(name)

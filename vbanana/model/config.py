@@ -46,7 +46,8 @@ class ModelConfig:
   remat: str = "none"           # a key of REMAT_POLICIES
   scan: bool = True             # lax.scan over blocks (flat compile time) or an unrolled loop
   qk_norm: bool = True
-  # jax.nn.dot_product_attention's implementation: None lets JAX choose, 'xla' or 'cudnn' (GPU, bf16).
+  # Attention: 'xla' = the written-out softmax attention (layers.attention); 'cudnn' = the cuDNN kernel of
+  # jax.nn.dot_product_attention (GPU, bf16); None = the written-out one on CPU, jax.nn's own choice elsewhere.
   attention: str | None = None
 
   def __post_init__(self):
@@ -141,14 +142,21 @@ class ModelConfig:
 
 # Named sizes. Widths/depths/heads follow DiT (S/B/L/XL); the 2B one is for TPU pods. Sizes set the
 # transformer; image size, patch size, text length and input slots come from the experiment config.
-# The CPU sizes unroll their few blocks: on XLA:CPU the scan's per-layer slicing of weights and gradients
-# cost the tiny model 1.36x in step time (benchmarks/train_step.py --variants=scan=False; docs/performance.md).
-# The accelerator sizes scan, so compile time stays flat in depth.
+# The CPU sizes scan their blocks with remat (docs/performance.md, log): an unrolled stack lets XLA:CPU fuse
+# the residual stream's backward across blocks into long expressions that every consumer recomputes, while
+# the scan materialises the carry once per block (cpu_m 0.66x, cpu_s 0.71x, small 0.76x of the unrolled step
+# at 32 px). `save_dots` keeps every matmul output; `tiny` (the quickstart, 32 px) recomputes the attention
+# products instead (`save_dots_no_batch`: 0.86x of `save_dots` there, but 1.1-1.2x at 64 px, where attention
+# dominates). The accelerator sizes scan too (compile time flat in depth).
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(width=64, depth=2, num_heads=4, text_width=64, text_depth=1, text_heads=4, scan=False),
-    "small": dict(width=128, depth=4, num_heads=4, text_width=128, text_depth=2, text_heads=4, scan=False),
-    "cpu_s": dict(width=256, depth=4, num_heads=4, text_width=128, text_depth=2, text_heads=4, scan=False),
-    "cpu_m": dict(width=384, depth=6, num_heads=6, text_width=128, text_depth=2, text_heads=4, scan=False),
+    "tiny": dict(width=64, depth=2, num_heads=4, text_width=64, text_depth=1, text_heads=4,
+                 remat="save_dots_no_batch"),
+    "small": dict(width=128, depth=4, num_heads=4, text_width=128, text_depth=2, text_heads=4,
+                  remat="save_dots"),
+    "cpu_s": dict(width=256, depth=4, num_heads=4, text_width=128, text_depth=2, text_heads=4,
+                  remat="save_dots"),
+    "cpu_m": dict(width=384, depth=6, num_heads=6, text_width=128, text_depth=2, text_heads=4,
+                  remat="save_dots"),
     "S": dict(width=384, depth=12, num_heads=6, text_width=256, text_depth=2, text_heads=4),
     "B": dict(width=768, depth=12, num_heads=12, text_width=384, text_depth=4, text_heads=6),
     "L": dict(width=1024, depth=24, num_heads=16, text_width=512, text_depth=4, text_heads=8),

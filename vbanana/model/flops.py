@@ -49,8 +49,17 @@ def train_flops_per_example(cfg: ModelConfig, text_len: int | None = None, num_i
 
 def hardware_train_flops(cfg: ModelConfig, text_len: int | None = None, num_inputs: int | None = None) -> float:
   """FLOPs the hardware executes per example: + one more forward of the blocks when they are rematerialised
-  ('full' recomputes everything; 'save_dots*' policies keep the matmuls, so only elementwise work repeats)."""
-  extra = forward_flops(cfg, text_len, num_inputs) if cfg.remat == "full" else 0.0
+  ('full' recomputes everything; 'save_dots' keeps every matmul output, so only elementwise work repeats;
+  'save_dots_no_batch' also recomputes the attention products, which have batch dimensions)."""
+  extra = 0.0
+  if cfg.remat == "full":
+    extra = forward_flops(cfg, text_len, num_inputs)
+  elif cfg.remat == "save_dots_no_batch":
+    text_len = cfg.text_len if text_len is None else text_len
+    k = cfg.max_inputs if num_inputs is None else num_inputs
+    seq = cfg.text_tokens(text_len) + (k + 1) * cfg.tokens_per_image
+    extra = 4.0 * (cfg.depth * seq ** 2 * cfg.width
+                   + (cfg.text_depth * text_len ** 2 * cfg.text_width if cfg.text_embed_dim is None else 0))
   return train_flops_per_example(cfg, text_len, num_inputs) + extra
 
 

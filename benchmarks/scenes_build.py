@@ -42,15 +42,16 @@ def main() -> None:
   parser.add_argument("--num", type=int, default=500, help="scenes per measurement")
   parser.add_argument("--resolutions", default="32,64")
   parser.add_argument("--workers", default="1,2", help="worker counts for the build")
+  parser.add_argument("--no_render", action="store_true", help="time only the TFDS build")
   args = parser.parse_args()
   resolutions = [int(r) for r in args.resolutions.split(",")]
   workers = [int(w) for w in args.workers.split(",")]
   print(f"{os.cpu_count()} CPUs, {args.num} scenes per measurement")
-  header = f"{'res':>5} {'what':<22} {'scenes/s':>9} {'10k split (extrapolated)':>26}"
+  header = f"{'res':>5} {'what':<22} {'scenes/s':>9} {'10k split' + (' (extrapolated)' if args.num != 10_000 else ''):>26}"
   print(header)
   print("-" * len(header))
   for r in resolutions:
-    rows = [("render (1 process)", render_rate(r, args.num))]
+    rows = [] if args.no_render else [("render (1 process)", render_rate(r, args.num))]
     rows += [(f"TFDS build, {w} worker{'s' if w > 1 else ''}", build_rate(r, args.num, w)) for w in workers]
     for what, rate in rows:
       print(f"{r:>5} {what:<22} {rate:>9.1f} {10_000 / rate / 60:>22.1f} min")

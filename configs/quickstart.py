@@ -4,7 +4,8 @@ r"""Quickstart: a tiny model on the built-in scenes data at 32x32, all seven tas
 
 Builds the scenes dataset once into data_dir (default runs/data/scenes), trains on the full mixture
 (generation, editing, depth, normals, semantic, instance, referring), evaluates every task at the end and
-writes sample grids to runs/quickstart/samples/. Reaches: see the README (wall time and loss on a 2-core CPU).
+writes sample grids to runs/quickstart/samples/. Reaches (2-core CPU, about 3.5 min): loss 1.44 -> 0.21,
+depth AbsRel 0.21, normals 33.6 degrees, semantic mIoU 0.11; the README has the whole measurement.
 Arguments (`:key=value,...`): steps, batch, data_dir, res.
 """
 
@@ -21,7 +22,7 @@ def get_config(arg=None):
   c.model.image_size = arg.res
   c.data.resolution = arg.res
   c.data.global_batch = arg.batch
-  # One Grain worker process: 3.2x what the step consumes (benchmarks/data_pipeline.py; 0 workers: 2.7x).
+  # One Grain worker process: 4.6x what the step consumes (benchmarks/data_pipeline.py --batch=16; 0: 4.4x).
   c.data.num_workers = 1
   c.data.components = config_lib.scenes_components(arg.data_dir, arg.res, WEIGHTS, num_train=512,
                                                    num_validation=32, num_test=32)

@@ -109,3 +109,12 @@ def test_mixture_vision_share(share):
           for n, s in (("i", "instruct"), ("s", "scratch")))
   assert a.data.to_dict() == b.data.to_dict() and a.train.steps == b.train.steps
   assert a.init_from.endswith("pretrain") and not b.init_from
+
+
+def test_loss_curve_of_a_resumed_run_keeps_one_point_per_step(tmp_path):
+  # A run killed at step 3 after a checkpoint at step 1 writes steps 2-3 again when it resumes.
+  rows = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}, {"step": 3, "loss": 0.8},
+          {"step": 2, "loss": 0.7}, {"step": 3, "loss": 0.6}, {"step": 3, "depth/absrel": 0.5},
+          {"step": 4, "loss": 0.5}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  assert recipe.loss_curve(str(tmp_path)) == ([1, 2, 3, 4], [1.0, 0.7, 0.6, 0.5])

@@ -189,8 +189,11 @@ def final_eval_scalars(workdir: str, evaluators) -> dict[str, float]:
 
 
 def loss_curve(workdir: str) -> tuple[list[int], list[float]]:
-  rows = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "loss" in r]
-  return [int(r["step"]) for r in rows], [float(r["loss"]) for r in rows]
+  """Training loss by step. A resumed run writes the steps after its last checkpoint again: the last wins."""
+  by_step = {int(r["step"]): float(r["loss"])
+             for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "loss" in r}
+  steps = sorted(by_step)
+  return steps, [by_step[s] for s in steps]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -314,7 +317,8 @@ def write_report(out: str, budget_name: str, budget: Budget, results, sweep, cla
   import platform  # pylint: disable=g-import-not-at-top
   lines = [f"# Recipe results ({budget_name} budget)", "",
            f"Command: `{command}`  ", f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-           f"{platform.platform()}; wall time {sum(timings.values()) / 60:.1f} min.  ",
+           f"{platform.platform()}; compute time {sum(timings.values()) / 60:.1f} min (the runs and the "
+           "sweep, summed over the invocations that computed them).  ",
            f"Budget: {dataclasses.asdict(budget)}", "",
            "Single seed, test split of the built-in scenes data; vision share = fraction of training "
            "examples that are depth / normals / semantic / instance / referring.", "",
@@ -357,6 +361,7 @@ def write_plots(out: str, results, sweep, losses) -> list[str]:
   for ax, m in zip(axes, PERCEPTION_METRICS):
     ax.plot(steps, [lookup(sweep[s], m) for s in steps], "o-")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(steps, [str(s) for s in steps])
     ax.set(title=m.label, xlabel="sampler steps")
   paths.append(_save(fig, out, "steps.png"))
@@ -366,6 +371,7 @@ def write_plots(out: str, results, sweep, losses) -> list[str]:
   for ax, m in zip(axes, PERCEPTION_METRICS):
     ax.plot([100 * s for s in shares], [lookup(results[SHARE_RUNS[s]], m) for s in shares], "o-")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks([100 * s for s in shares], [f"{100 * s:g}%" for s in shares])
     ax.set(title=m.label, xlabel="vision share")
   paths.append(_save(fig, out, "share.png"))
@@ -470,16 +476,30 @@ def main(argv=None) -> int:
   jax.config.update("jax_compilation_cache_dir", os.path.join(args.out, "jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
-  results, timings, losses = {}, {}, {}
-  for run in RUNS:
+  results, losses = {}, {}
+  timings_path = os.path.join(args.out, "timings.json")
+  timings = _cached(timings_path, dict)  # seconds of each part, from the invocation that computed it
+
+  def timed(name, done_marker, compute):
+    """compute(), and its seconds unless done_marker existed (then an earlier invocation measured it)."""
+    fresh = not os.path.exists(done_marker)
     t0 = time.perf_counter()
-    results[run.name] = train_run(run, budget, args.out)
-    timings[run.name] = time.perf_counter() - t0
-    losses[run.name] = loss_curve(os.path.join(args.out, "runs", run.name))
+    value = compute()
+    if fresh or name not in timings:
+      timings[name] = time.perf_counter() - t0
+      with open(timings_path + ".tmp", "w") as f:
+        json.dump(timings, f, indent=2)
+      os.replace(timings_path + ".tmp", timings_path)
+    return value
+
+  for run in RUNS:
+    workdir = os.path.join(args.out, "runs", run.name)
+    results[run.name] = timed(run.name, os.path.join(workdir, "recipe_metrics.json"),
+                              lambda run=run: train_run(run, budget, args.out))
+    losses[run.name] = loss_curve(workdir)
     print(f"[recipe] {run.name}: done in {timings[run.name]:.0f}s", flush=True)
-  t0 = time.perf_counter()
-  sweep = sweep_sampler_steps(budget, args.out)
-  timings["sampler_steps_sweep"] = time.perf_counter() - t0
+  last_sweep = os.path.join(args.out, "runs", "instruct", f"recipe_steps_{budget.sweep_steps[-1]}.json")
+  sweep = timed("sampler_steps_sweep", last_sweep, lambda: sweep_sampler_steps(budget, args.out))
   claims = {"pretraining": judge_pretraining(results), "generation": judge_generation_kept(results),
             "low_share": judge_low_share(results)}
   command = "python -m vbanana.experiments.recipe " + " ".join(sys.argv[1:] if argv is None else argv)

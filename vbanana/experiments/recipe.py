@@ -396,15 +396,20 @@ def _save(fig, out: str, name: str) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # Running: train (resuming), evaluate, and cache each result in its workdir so a rerun skips finished work.
 # ----------------------------------------------------------------------------------------------------------
+def _write_json(path: str, value) -> None:
+  """Written whole or not at all: a recipe killed mid-write leaves the previous file."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=2)
+  os.replace(tmp, path)
+
+
 def _cached(path: str, compute):
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
   value = compute()
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2)
-  os.replace(tmp, path)
+  _write_json(path, value)
   return value
 
 
@@ -487,9 +492,7 @@ def main(argv=None) -> int:
     value = compute()
     if fresh or name not in timings:
       timings[name] = time.perf_counter() - t0
-      with open(timings_path + ".tmp", "w") as f:
-        json.dump(timings, f, indent=2)
-      os.replace(timings_path + ".tmp", timings_path)
+      _write_json(timings_path, timings)
     return value
 
   for run in RUNS:

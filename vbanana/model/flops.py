@@ -10,23 +10,33 @@ from __future__ import annotations
 from vbanana.model.config import ModelConfig
 
 
+def _attention_products(seq: int, width: int) -> float:
+  """QK^T and the attention-weighted V over all heads."""
+  return 2 * 2 * seq * seq * width
+
+
 def _block(seq: int, width: int, heads_dim: int, mlp_dim: int, modulated: bool) -> float:
   del heads_dim
   qkv = 2 * seq * width * 3 * width
   out = 2 * seq * width * width
-  attention = 2 * 2 * seq * seq * width  # QK^T and attention-weighted V over all heads
+  attention = _attention_products(seq, width)
   mlp = 3 * 2 * seq * width * mlp_dim    # gate, up, down
   modulation = 2 * width * 6 * width if modulated else 0
   return qkv + out + attention + mlp + modulation
 
 
+def _layout(cfg: ModelConfig, text_len: int | None, num_inputs: int | None) -> tuple[int, int, int]:
+  """(instruction bytes, input slots, joint sequence length), the config's where not given."""
+  text_len = cfg.text_len if text_len is None else text_len
+  k = cfg.max_inputs if num_inputs is None else num_inputs
+  return text_len, k, cfg.text_tokens(text_len) + (k + 1) * cfg.tokens_per_image
+
+
 def forward_flops(cfg: ModelConfig, text_len: int | None = None, num_inputs: int | None = None) -> float:
   """FLOPs of one forward pass for one example with `text_len` instruction tokens and `num_inputs` input
   slots (defaults: the config's text_len and max_inputs; absent slots still cost, as in the model)."""
-  text_len = cfg.text_len if text_len is None else text_len
-  k = cfg.max_inputs if num_inputs is None else num_inputs
+  text_len, k, seq = _layout(cfg, text_len, num_inputs)
   n, w = cfg.tokens_per_image, cfg.width
-  seq = cfg.text_tokens(text_len) + (k + 1) * n
   total = 0.0
   # Text: the byte encoder (blocks + projection), or the projection of precomputed embeddings.
   if cfg.text_embed_dim is None:
@@ -55,11 +65,10 @@ def hardware_train_flops(cfg: ModelConfig, text_len: int | None = None, num_inpu
   if cfg.remat == "full":
     extra = forward_flops(cfg, text_len, num_inputs)
   elif cfg.remat == "save_dots_no_batch":
-    text_len = cfg.text_len if text_len is None else text_len
-    k = cfg.max_inputs if num_inputs is None else num_inputs
-    seq = cfg.text_tokens(text_len) + (k + 1) * cfg.tokens_per_image
-    extra = 4.0 * (cfg.depth * seq ** 2 * cfg.width
-                   + (cfg.text_depth * text_len ** 2 * cfg.text_width if cfg.text_embed_dim is None else 0))
+    text_bytes, _, seq = _layout(cfg, text_len, num_inputs)
+    extra = cfg.depth * _attention_products(seq, cfg.width)
+    if cfg.text_embed_dim is None:
+      extra += cfg.text_depth * _attention_products(text_bytes, cfg.text_width)
   return train_flops_per_example(cfg, text_len, num_inputs) + extra
 
 

@@ -2,7 +2,9 @@
 # Runs N processes of vbanana.main on this machine, each with 8/N simulated CPU devices, joined through
 # jax.distributed exactly as the hosts of a pod slice are: every process gets the same arguments plus
 # --coordinator_address=127.0.0.1:PORT --num_processes=N --process_id=i. Waits for all; if one fails the
-# others are stopped and this script fails with its exit status.
+# others are stopped and this script fails with its exit status. SIGTERM or SIGINT to this script is passed
+# on to every process and waited for (each saves a checkpoint and stops); if this script is killed outright
+# (SIGKILL), the kernel kills its processes too (`python -m vbanana.procs`), and so their data workers.
 #
 #   launch/local_cluster.sh 2 --config=configs/quickstart.py --workdir=/tmp/run
 #
@@ -33,13 +35,15 @@ pids=()
 for ((i = 0; i < n; i++)); do
   # shellcheck disable=SC2086
   XLA_FLAGS="--xla_force_host_platform_device_count=$per ${XLA_EXTRA_FLAGS:-}" JAX_PLATFORMS=cpu \
-    $python $main "$@" --coordinator_address="127.0.0.1:$port" --num_processes="$n" --process_id="$i" \
+    $python -m vbanana.procs --parent=$$ -- $python $main "$@" \
+    --coordinator_address="127.0.0.1:$port" --num_processes="$n" --process_id="$i" \
     >"$log_dir/process_$i.log" 2>&1 &
   pids+=($!)
 done
 
 stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap 'stop_all; exit 143' INT TERM
+# Wait for them: they die with this script, so leaving first would cut their checkpoint save short.
+trap 'stop_all; wait; exit 143' INT TERM
 
 declare -A index_of=()
 for ((i = 0; i < n; i++)); do index_of[${pids[$i]}]=$i; done

@@ -17,11 +17,11 @@ def run_main(*args, timeout=300):
                         timeout=timeout, cwd=ROOT, env=env)
 
 
-def start_main(args):
+def start_main(args, **popen_kwargs):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
          "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
   return subprocess.Popen([sys.executable, "-m", "vbanana.main", *args], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen_kwargs)
 
 
 def run_cluster(num_processes, *args, log_dir, timeout=300):

@@ -1,7 +1,9 @@
 """Test set-up: 8 simulated CPU devices (set before jax is imported) and parsed absl flags.
 
 Grain worker processes read absl flags; outside `absl.app.run` they must be marked parsed.
+The session fails if a process started by a test (a trainer's data workers, a Pool) outlives it.
 """
+import gc
 import os
 
 os.environ["XLA_FLAGS"] = (
@@ -15,6 +17,27 @@ from absl import flags  # noqa: E402
 flags.FLAGS.mark_as_parsed()
 
 import pytest  # noqa: E402
+
+from vbanana import procs  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stray_processes():
+  """At the end of the session no descendant of the pytest process may still run (listed if one does).
+
+  The pytest process becomes a child subreaper, so orphans (the workers of a trainer that a test killed)
+  are re-parented to it rather than to init and stay visible here. This process's own multiprocessing
+  resource tracker is expected: it ends with this process.
+  """
+  procs.become_subreaper()
+  yield
+  gc.collect()  # Grain closes the workers of iterators nobody holds any more
+  from multiprocessing import resource_tracker
+  tracker = getattr(resource_tracker._resource_tracker, "_pid", None)  # pylint: disable=protected-access
+  stray = procs.wait_gone([p for p in procs.descendants(os.getpid()) if p.pid != tracker], timeout_s=3)
+  if stray:
+    pytest.fail(f"processes started during the tests still run after them ({len(stray)}): "
+                f"{procs.describe(stray)}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

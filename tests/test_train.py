@@ -1,11 +1,12 @@
 """Training through the command line: metrics and checkpoints of a real run, resume after SIGKILL with the
-same losses, a save on SIGTERM, refusals that change nothing, and a corrupt checkpoint that falls back."""
+same losses and no process of the killed run left, a save on SIGTERM, refusals that change nothing, and a
+corrupt checkpoint that falls back."""
 import random
 import signal
 
 import numpy as np
 
-from vbanana import config_lib, metrics_writer
+from vbanana import config_lib, metrics_writer, procs
 
 from cli_helpers import checkpoints, losses, run_main, start_main, tiny_args, wait_for
 
@@ -25,12 +26,17 @@ def test_reference_run_writes_metrics_checkpoints_config(reference_run):
 def test_sigkill_then_rerun_resumes_with_identical_losses(reference_run, scenes_dir, tmp_path):
   workdir = tmp_path / "killed"
   kill_after = random.Random().randint(3, 6)  # a random step after the first checkpoint (step 2)
-  proc = start_main(tiny_args(workdir, scenes_dir))
+  proc = start_main(tiny_args(workdir, scenes_dir), start_new_session=True)  # its own session: all it starts
   # Checkpoints are saved asynchronously: wait until one has committed, then kill at a random later step.
   reached = wait_for(lambda: checkpoints(workdir) and max(losses(workdir), default=0) >= kill_after, proc)
+  started = procs.descendants(proc.pid)  # its Grain worker (quickstart: data.num_workers=1), resource tracker
   proc.kill()  # SIGKILL: no handler, no cleanup
   proc.wait()
   assert reached, proc.stdout.read()[-3000:]
+  # Nothing it started outlives it: not its children, nor anything else in its session.
+  assert started, "the trainer had no worker process running"
+  left = procs.wait_gone(started + procs.in_session(proc.pid), timeout_s=10)
+  assert not left, f"still running 10 s after the trainer was killed: {procs.describe(left)}"
   killed_at = max(losses(workdir))
   assert killed_at < 8 and checkpoints(workdir), (killed_at, checkpoints(workdir))
   r = run_main(*tiny_args(workdir, scenes_dir), timeout=300)
@@ -45,9 +51,11 @@ def test_sigterm_saves_a_checkpoint_at_that_step(scenes_dir, tmp_path):
   workdir = tmp_path / "term"
   proc = start_main(tiny_args(workdir, scenes_dir, steps=200, extra=["--config.checkpoint.every=1000"]))
   assert wait_for(lambda: max(losses(workdir), default=0) >= 3, proc), proc.stdout.read()[-3000:]
+  started = procs.descendants(proc.pid)
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 0, out[-3000:]
+  assert started and not procs.wait_gone(started, timeout_s=10), procs.describe(procs.alive(started))
   saved = checkpoints(workdir)
   assert len(saved) == 1 and saved[0] >= 3 and saved[0] < 200
   assert saved[0] == max(losses(workdir))

@@ -10,13 +10,13 @@ launcher (launch/tpu_run.sh, a cluster scheduler) can run the printed lines as t
 from __future__ import annotations
 
 import shlex
-import subprocess
 import sys
 
 from absl import app
 from absl import flags
 
 from vbanana import config_lib
+from vbanana import procs
 
 _CONFIG = flags.DEFINE_string("config", None, "configs/NAME.py[:ARGS] that defines sweep().")
 _ROOT = flags.DEFINE_string("workdir_root", None, "Each run writes to <workdir_root>/<run name>.")
@@ -54,7 +54,7 @@ def main(argv):
       print(shlex.join(cmd))
       continue
     print(f"[sweep {i + 1}/{len(argvs)}] {shlex.join(cmd)}", flush=True)
-    subprocess.run(cmd, check=True)
+    procs.run(cmd)  # the run dies with the sweep, however it ends; a SIGTERM is passed on
 
 
 if __name__ == "__main__":

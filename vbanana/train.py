@@ -15,6 +15,7 @@ import numpy as np
 
 from vbanana import checkpoint
 from vbanana import config_lib
+from vbanana import export
 from vbanana import metrics_writer
 
 
@@ -76,7 +77,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, final_ev
     state = restored
     logging.info("Resumed from %s at step %d", ckpt.directory, restored_step)
   elif config.get("init_from"):
-    params = checkpoint.load_params(config.init_from, checkpoint.abstract_like(state["params"]))
+    params = export.load_params(config.init_from, checkpoint.abstract_like(state["params"]))
     state = dict(state, params=params, ema_params=jax.tree.map(jnp.copy, params))
     logging.info("Initialised params and EMA params from %s; optimizer state is fresh", config.init_from)
   first_step = int(jax.device_get(state["step"]))

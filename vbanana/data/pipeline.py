@@ -41,6 +41,7 @@ import grain
 import numpy as np
 from absl import logging
 
+from vbanana import procs
 from vbanana.data import augment as augment_lib
 from vbanana.data import sources as sources_lib
 
@@ -340,8 +341,10 @@ def make_train_dataset(data_cfg, *, process_index=None, process_count=None) -> g
   ds = rows.batch(global_batch // process_count, drop_remainder=True).to_iter_dataset(read)
   num_workers = int(_get(data_cfg, "num_workers"))
   if num_workers > 0:
+    # Each worker ends within a second of this process, however it ends (SIGKILL too): vbanana/procs.py.
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=num_workers, per_worker_buffer_size=int(_get(data_cfg, "worker_buffer_size"))))
+        num_workers=num_workers, per_worker_buffer_size=int(_get(data_cfg, "worker_buffer_size"))),
+        worker_init_fn=procs.DieWithParent())
   return ds
 
 

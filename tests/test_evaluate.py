@@ -102,6 +102,26 @@ def test_metrics_do_not_depend_on_the_mesh(data_dir):
     assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-3), (key, a[key], b[key])
 
 
+def test_the_evaluators_sample_with_the_runs_prediction(data_dir):
+  """config.flow.prediction reaches the sampler, also for a second run in the same process (run_all's cache).
+  An untrained DiT outputs exactly 0: as a clean image that is mid-grey after one Euler step; as a velocity
+  the sample is the noise itself."""
+  evals = {"gen": dict(type="generation", component="generation", split="validation", limit=2, steps=1,
+                       batch_size=8, quality=False, num_images=2)}
+  grids = {}
+  for prediction in ("v", "x"):
+    config = make_config(data_dir, evals=evals)
+    config.flow.prediction = prediction
+    mesh, graphdef, state = init(config)
+    with jax.set_mesh(mesh):
+      _, images = evaluate.run_all(config, graphdef, state["ema_params"], mesh, (), step=1)
+    grids[prediction] = images["gen"]
+  def first_prediction(grid):  # row 0, middle tile of the (input | prediction | target) grid, 1-pixel gaps
+    return grid[1:1 + RES, 2 + RES:2 + 2 * RES]
+  assert np.isin(first_prediction(grids["x"]), (127, 128)).all()
+  assert first_prediction(grids["v"]).std() > 50
+
+
 def test_follow_evaluates_each_checkpoint_once_and_stops_at_the_final_step(data_dir, tmp_path):
   workdir = str(tmp_path / "run")
   evals = {"depth": dict(type="depth", split="validation", limit=2, steps=1, batch_size=8)}

@@ -52,9 +52,40 @@ def test_export_cli_and_init_from_file(saved_run, tmp_path):
   # init_from=<exported file> places the params on the training mesh's shardings.
   mesh = mesh_of((1, 8, 1))
   target = abstract_on(state, mesh)["params"]
-  params = checkpoint.load_params(str(out), target)
+  params = export.load_params(str(out), target)
   assert_trees_equal(params, make_state(mesh, 1)["ema_params"])
   assert params["w1"].sharding == NamedSharding(mesh, SPECS["w1"])
+  # The same entry point takes a workdir (delegated to vbanana.checkpoint); checkpoint itself takes no files.
+  assert_trees_equal(export.load_params(str(workdir), target), make_state(mesh, 2)["ema_params"])
+  with pytest.raises(ValueError, match="export.load_params"):
+    checkpoint.load_params(str(out), target)
+
+
+def test_export_records_what_the_network_predicts(saved_run, tmp_path):
+  """The run's config.flow.prediction (its config.json) rides in the file's metadata; 'v' when unset."""
+  workdir, _ = saved_run
+  out = str(tmp_path / "v.safetensors")
+  export.export_workdir(str(workdir), out)  # no config.json: the default
+  assert export.read_prediction(out) == "v"
+  (workdir / "config.json").write_text(json.dumps({"flow": {"prediction": "x"}, "seed": 0}))
+  out = str(tmp_path / "x.safetensors")
+  export.export_workdir(str(workdir), out)
+  assert export.read_prediction(out) == "x"
+  cfg, _ = export.read(out)
+  assert cfg == {"size": "toy", "width": 16}  # the model config is unchanged by it
+  (workdir / "config.json").write_text(json.dumps({"flow": {"prediction": "eps"}}))
+  with pytest.raises(ValueError, match=r"config.json: flow.prediction='eps'; expected 'v'"):
+    export.export_workdir(str(workdir), out)
+
+
+def test_checkpoint_does_not_import_export():
+  """export builds on checkpoint, never the other way round (no import cycle)."""
+  import ast
+  import pathlib
+  tree = ast.parse(pathlib.Path(checkpoint.__file__).read_text())
+  names = [a.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+           for a in node.names] + [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+  assert not [n for n in names if n.split(".")[-1] == "export"], names
 
 
 def test_export_refuses_mismatch_and_foreign_files(saved_run, tmp_path):

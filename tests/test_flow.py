@@ -170,3 +170,143 @@ def test_guidance_is_one_batched_forward():
     calls.clear()
     flow.guided_velocity(Counting(), *args, text_scale=st, image_scale=si)
     assert calls == [rows]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# config.flow.prediction: 'v' (velocity, the default) or 'x' (the clean image, turned into a velocity).
+# ----------------------------------------------------------------------------------------------------------
+class CleanImage(nnx.Module):
+  """An x-predicting oracle: returns the given clean images whatever x_t and t are (tiled over the rows
+  that guidance stacks)."""
+  def __init__(self, x0):
+    self.x0 = nnx.Param(jnp.asarray(x0))
+
+  def __call__(self, x, t, text, inputs, mask, text_embeddings=None):
+    x0 = self.x0[...]
+    return jnp.tile(x0, (x.shape[0] // x0.shape[0],) + (1,) * (x0.ndim - 1))
+
+
+def test_x_prediction_velocity_is_exact_above_the_clamp():
+  x0 = jax.random.normal(jax.random.key(0), (4, 4, 4, 3))
+  noise = jax.random.normal(jax.random.key(1), (4, 4, 4, 3))
+  t = jnp.array([flow.X_PREDICTION_MIN_T, 0.3, 0.9, 1.0])
+  x_t, v = flow.interpolate(x0, noise, t)
+  np.testing.assert_allclose(flow.x_to_velocity(x_t, t, x0), v, rtol=1e-5, atol=1e-5)  # = noise - x0
+  # Through the wrapper, with the model's signature (what loss, sample and guidance call).
+  velocity = flow.as_velocity(CleanImage(x0), "x")
+  np.testing.assert_allclose(velocity(x_t, t, None, None, None, text_embeddings=None), v, rtol=1e-5, atol=1e-5)
+  # Below the clamp the denominator is X_PREDICTION_MIN_T: finite at t = 0.
+  t0 = jnp.array([0.0, 0.01, 0.02, 0.04])
+  x_t0, _ = flow.interpolate(x0, noise, t0)
+  got = flow.x_to_velocity(x_t0, t0, jnp.zeros_like(x0))
+  np.testing.assert_allclose(got, x_t0 / flow.X_PREDICTION_MIN_T, rtol=1e-6)
+  assert np.isfinite(np.asarray(got)).all()
+
+
+def test_v_prediction_is_unchanged():
+  model = Conditional()
+  assert flow.as_velocity(model, "v") is model and flow.FlowConfig().prediction == "v"
+  # The loss of the default config is the velocity MSE of the model's raw output, bit for bit.
+  batch = dict(target=np.random.default_rng(0).integers(0, 256, (3, 4, 4, 3), dtype=np.uint8),
+               inputs=np.full((3, 1, 4, 4, 3), 60, np.uint8), input_mask=np.ones((3, 1), bool),
+               text=np.ones((3, 2), np.int32))
+  key = jax.random.key(3)
+  total, aux = flow.loss(model, batch, key, None)
+  k_t, k_noise, k_drop = jax.random.split(key, 3)
+  cfg = flow.FlowConfig()
+  x0, t = flow.to_float(batch["target"]), flow.sample_time(k_t, 3, cfg)
+  x_t, v = flow.interpolate(x0, jax.random.normal(k_noise, x0.shape, jnp.float32), t)
+  text, mask, _ = flow.drop_conditions(k_drop, batch["text"], batch["input_mask"], None, cfg)
+  want = jnp.mean(jnp.square(model(x_t, t, text, flow.to_float(batch["inputs"]), mask) - v), axis=(1, 2, 3))
+  np.testing.assert_array_equal(aux["per_example"], want)
+  np.testing.assert_array_equal(total, jnp.sum(want) / 3)
+  noise = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
+  np.testing.assert_array_equal(_sample(model, noise, 4, "heun"), _sample(model, noise, 4, "heun", prediction="v"))
+
+
+def test_x_prediction_loss_is_the_velocity_mse_of_the_x0_error():
+  """v-loss of an x-prediction: ||v_hat - v||^2 = ||x0_hat - x0||^2 / max(t, t_min)^2; zero for the truth."""
+  batch = dict(target=np.random.default_rng(0).integers(0, 256, (64, 4, 4, 3), dtype=np.uint8),
+               inputs=np.zeros((64, 1, 4, 4, 3), np.uint8), input_mask=np.ones((64, 1), bool),
+               text=np.ones((64, 2), np.int32))
+  x0 = flow.to_float(batch["target"])
+  cfg = dict(prediction="x", time_sampling="uniform")
+  _, aux = flow.loss(CleanImage(x0), batch, jax.random.key(0), cfg)
+  np.testing.assert_allclose(aux["per_example"], 0.0, atol=1e-9)
+  _, aux = flow.loss(CleanImage(x0 + 0.1), batch, jax.random.key(0), cfg)
+  want = 0.01 / np.maximum(np.asarray(aux["t"]), flow.X_PREDICTION_MIN_T) ** 2
+  np.testing.assert_allclose(aux["per_example"], want, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["euler", "heun"])
+@pytest.mark.parametrize("steps", [1, 3, 8])
+def test_sampler_with_an_x_oracle_reaches_x0(method, steps):
+  """Every evaluated t is >= 1/8 > X_PREDICTION_MIN_T, so the oracle's velocities are exact: any sampler
+  lands on x_0, also with guidance (all three predictions agree, so guidance changes nothing)."""
+  x0 = jax.random.uniform(jax.random.key(0), (2, 4, 4, 3), minval=-1, maxval=1)
+  noise = jax.random.normal(jax.random.key(1), (2, 4, 4, 3))
+  oracle = CleanImage(x0)
+  np.testing.assert_allclose(_sample(oracle, noise, steps, method, prediction="x"), x0, atol=1e-5)
+  np.testing.assert_allclose(_sample(oracle, noise, steps, method, prediction="x", text_scale=3.0,
+                                     image_scale=1.5), x0, atol=1e-5)
+  # Read as a velocity, the same output is wrong: the prediction type matters.
+  assert np.abs(np.asarray(_sample(oracle, noise, steps, method)) - np.asarray(x0)).mean() > 0.1
+
+
+def test_bad_prediction_is_a_one_line_error():
+  for make in (lambda: flow.FlowConfig.create(dict(prediction="eps")),
+               lambda: flow.as_velocity(Linear(), "eps")):
+    with pytest.raises(ValueError, match=r"config\.flow\.prediction='eps'; expected 'v'.* or 'x'") as e:
+      make()
+    assert "\n" not in str(e.value)
+  with pytest.raises(ValueError, match="prediction='noise'"):
+    _sample(Linear(), jnp.ones((1, 2, 2, 3)), 2, "euler", prediction="noise")
+
+
+def test_sample_fn_on_the_mesh_uses_the_prediction():
+  """step.make_sample_fn with a real (untrained) DiT, whose output is exactly 0 (zero-initialised final
+  layer): as a velocity it leaves the noise as it is; as a clean image it is the point x_0 = 0, which the
+  sampler reaches."""
+  from vbanana import model as model_lib
+  from vbanana import parallel
+  from vbanana import step as step_lib
+  cfg = model_lib.config_for("tiny", image_size=8, patch_size=2, text_len=8, max_inputs=1)
+  mesh = parallel.make_mesh(dict(data=2, fsdp=1, tensor=1), devices=jax.devices()[:2])
+  graphdef, state = step_lib.create_train_state(cfg, {}, mesh, None, seed=0)
+  noise = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+  args = (noise, jnp.ones((2, 8), jnp.int32), jnp.zeros((2, 1, 8, 8, 3), jnp.uint8), jnp.ones((2, 1), bool))
+  out = {p: np.asarray(step_lib.make_sample_fn(graphdef, cfg, mesh, None, steps=4, prediction=p)(
+      state["params"], *args)) for p in ("v", "x")}
+  np.testing.assert_allclose(out["v"], noise, atol=1e-6)
+  np.testing.assert_allclose(out["x"], 0.0, atol=1e-6)
+  with pytest.raises(ValueError, match="config.flow.prediction='eps'"):
+    step_lib.make_sample_fn(graphdef, cfg, mesh, None, steps=4, prediction="eps")
+
+
+def test_tiny_model_learns_with_x_prediction():
+  """A few steps of the real train step with prediction='x' lower the loss (same t and noise before and
+  after: the loss at a fixed key)."""
+  from vbanana import model as model_lib
+  from vbanana import parallel
+  from vbanana import step as step_lib
+  from flax import nnx as nnx_
+  cfg = model_lib.config_for("tiny", image_size=8, patch_size=2, text_len=8, max_inputs=1)
+  fcfg = dict(prediction="x", text_dropout=0.0, image_dropout=0.0)
+  mesh = parallel.make_mesh(dict(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
+  optim_cfg = dict(lr=3e-3, warmup_steps=1, total_steps=20)
+  graphdef, state = step_lib.create_train_state(cfg, optim_cfg, mesh, None, seed=0)
+  train_step = step_lib.make_train_step(graphdef, cfg, fcfg, optim_cfg, mesh, None)
+  rng = np.random.default_rng(0)
+  inputs = rng.integers(0, 256, (8, 1, 8, 8, 3), dtype=np.uint8)
+  host = dict(text=model_lib.tokenize(["flip it"] * 8, 8), inputs=inputs, input_mask=np.ones((8, 1), bool),
+              target=np.ascontiguousarray(inputs[:, 0, ::-1]), task=np.zeros((8,), np.int32))
+
+  fixed_loss = jax.jit(lambda params: flow.loss(nnx_.merge(graphdef, params), host, jax.random.key(7), fcfg,
+                                                 train=False)[0])
+  before = float(fixed_loss(state["params"]))
+  batch = parallel.shard_batch(host, mesh)
+  for _ in range(20):
+    state, metrics = train_step(state, batch)
+  after = float(fixed_loss(state["params"]))
+  print(f"x-prediction loss {before:.3f} -> {after:.3f}")
+  assert np.isfinite(float(metrics["loss"])) and after < 0.7 * before

@@ -123,6 +123,30 @@ def test_workdir_and_export_give_the_same_model(tiny, loaded):
   a = jax.tree.leaves(nnx.state(from_workdir.model, nnx.Param))
   b = jax.tree.leaves(nnx.state(loaded.model, nnx.Param))
   assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+  assert from_workdir.prediction == loaded.prediction == "v"  # the trained run's config.flow default
+
+
+def test_an_x_predicting_export_samples_as_one(tmp_path):
+  """The export's `prediction` decides how predict samples. An untrained DiT outputs exactly 0 (its final
+  layer is zero-initialised): read as a clean image that is mid-grey everywhere after any number of steps;
+  read as a velocity it leaves the noise as it was."""
+  from flax import nnx
+  from vbanana import export
+  from vbanana import model as model_lib
+  cfg = model_lib.config_for("tiny", image_size=16, text_len=16, max_inputs=1)
+  with nnx.use_eager_sharding(False):
+    params = export.flatten(nnx.to_pure_dict(nnx.state(model_lib.DiT(cfg, rngs=nnx.Rngs(0)), nnx.Param)))
+  images = {}
+  for prediction in ("v", "x"):
+    path = str(tmp_path / f"{prediction}.safetensors")
+    export.write(path, params, cfg.to_dict(), prediction=prediction)
+    loaded = predict.load(path)
+    assert loaded.prediction == prediction
+    made = predict.run(path, "generate", str(tmp_path / prediction), prompt="a red sphere", steps=3,
+                       num_samples=2, loaded=loaded)
+    images[prediction] = np.stack([np.asarray(Image.open(m)) for m in made])
+  assert np.isin(images["x"], (127, 128)).all()  # to_uint8 of 0 (127.5, rounded either way by float dust)
+  assert images["v"].std() > 50                  # noise
 
 
 def _foreign_checkpoints(tmp_path, exported):

@@ -291,7 +291,7 @@ def test_parallel_build_writes_the_same_records(tmp_path):
 def test_bad_input_gets_clear_errors(tmp_path):
   with pytest.raises(ValueError, match="split"):
     scenes.make_sample("training", 0, RES)
-  with pytest.raises(ValueError, match="resolution"):
-    scenes_tfds.build(str(tmp_path), 48)
+  with pytest.raises(ValueError, match="resolution must be an integer number of pixels from 16 to 1024"):
+    scenes_tfds.build(str(tmp_path), 0)
   with pytest.raises(FileNotFoundError, match="build"):
     scenes_tfds.load(str(tmp_path), 64, "train")

@@ -222,19 +222,19 @@ class Checkpointer:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Params-only init from another run (init_from): a workdir, one checkpoint step directory, or an export.
+# Params-only init from another run (init_from): a workdir or one checkpoint step directory. (An exported
+# file is read by vbanana.export, which builds on this module: `export.load_params` takes all three.)
 # ----------------------------------------------------------------------------------------------------------
 def load_params(path: str, abstract_params: Any, key: str = "ema_params") -> Any:
   """Reads parameters from `path` onto the shardings of `abstract_params`.
 
-  path: a workdir (its latest checkpoint), a checkpoint directory (`.../checkpoints` or
-  `.../checkpoints/<step>`), or a file written by `vbanana.export`. `key` picks `params` or `ema_params`
-  from a train state.
+  path: a workdir (its latest checkpoint) or a checkpoint directory (`.../checkpoints` or
+  `.../checkpoints/<step>`). `key` picks `params` or `ema_params` from a train state.
   """
   p = epath.Path(path)
-  if p.is_file() or p.suffix == ".safetensors":
-    from vbanana import export  # pylint: disable=g-import-not-at-top
-    return export.load_params_onto(str(p), abstract_params)
+  if p.is_file():
+    raise ValueError(f"init_from={path} is a file, not a checkpoint directory: exported .safetensors files "
+                     "load with vbanana.export.load_params")
   step_dir = _find_step_dir(p)
   if step_dir is None:
     raise FileNotFoundError(f"init_from={path}: no checkpoint found (expected a workdir, a checkpoints "

@@ -190,6 +190,57 @@ def model_config(config: ml_collections.ConfigDict):
   return model_lib.config_for(config.model.size, **overrides)
 
 
+# The pod configs' table (configs/*_tpu.py), written out as MaxText does: activations' batch over data and
+# fsdp, heads and MLP hidden over tensor; parameters' embedding dim over fsdp (ZeRO-3), heads and MLP hidden
+# over tensor. Equal to DEFAULT_RULES today; a pod config changes its own copy, never the model.
+TPU_RULES = (
+    ("act_batch", ("data", "fsdp")), ("act_seq", None), ("act_embed", None), ("act_heads", "tensor"),
+    ("act_mlp", "tensor"), ("act_head_dim", None),
+    ("embed", "fsdp"), ("embed_out", None), ("mlp", "tensor"), ("heads", "tensor"), ("head_dim", None),
+    ("vocab", None), ("layers", None), ("patch", None), ("segment", None),
+)
+
+
+# The arguments every pod config takes. `slice` names the Cloud TPU slice the run is for: it sets the chip's
+# bf16 peak (the MFU denominator) and, where `remat` is left empty, the config's remat policy for that slice
+# (the one its docstring shows fitting). `scenes`, `workers` and `evals` (examples per evaluator) size the
+# data to the machine: the tests run the pod configs on a CPU with a small dataset and one worker.
+POD_ARGS = dict(slice="v5p-64", size="xl", res=256, patch=16, remat="", steps=200000, batch=1024,
+                scenes=1_000_000, workers=8, evals=1024, data_dir="gs://BUCKET/scenes", data=1, fsdp=-1, tensor=1,
+                peak=0.0)
+
+
+def pod_config(arg, weights: dict[str, float], remat_by_slice: dict[str, str]) -> ml_collections.ConfigDict:
+  """What every pod config shares: the model fields of `arg` (size, res, patch, remat), bf16 activations
+  with float32 parameters and optimizer state, the (data, fsdp, tensor) mesh, the TPU rules table, scenes
+  data at `res` with the `weights` mixture, and the trainer's cadence. The config file sets the rest."""
+  from vbanana import accelerators  # pylint: disable=g-import-not-at-top
+  if arg.slice not in remat_by_slice:
+    raise ValueError(f"Config argument 'slice'={arg.slice!r}: this config is sized for {sorted(remat_by_slice)}")
+  c = base_config()
+  c.model.size = arg.size
+  c.model.image_size = arg.res
+  c.model.patch_size = arg.patch
+  c.model.dtype = "bfloat16"
+  c.model.param_dtype = "float32"
+  c.model.remat = arg.remat or remat_by_slice[arg.slice]
+  # Patches of 16 x 16 x 3 = 768 values: the network predicts the clean image (docs/results.md, v against x).
+  c.flow.prediction = "x"
+  c.mesh = dict(data=arg.data, fsdp=arg.fsdp, tensor=arg.tensor)
+  c.sharding_rules = TPU_RULES
+  c.data.resolution = arg.res
+  c.data.global_batch = arg.batch
+  c.data.num_workers = arg.workers
+  c.data.components = scenes_components(arg.data_dir, arg.res, weights, num_train=arg.scenes,
+                                        num_validation=min(1024, arg.scenes), num_test=min(1024, arg.scenes))
+  c.train.steps = arg.steps
+  c.train.log_every = 100
+  c.train.peak_flops_per_device = arg.peak or accelerators.CHIPS[arg.slice.split("-")[0]].bf16_flops
+  c.checkpoint.every = 2000
+  c.checkpoint.keep = 3
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0

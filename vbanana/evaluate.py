@@ -137,9 +137,10 @@ class Evaluator:
       raise ValueError(f"config.evals.{spec.name}.batch_size={self.batch_size} is not divisible by the {shards} "
                        "devices the batch is split over")
     self.data_sharding = parallel.batch_sharding(mesh, rules)
+    self.prediction = flow.FlowConfig.create(config.get("flow")).prediction  # what the network outputs
     self.sample_fn = step_lib.make_sample_fn(graphdef, model_cfg, mesh, rules, steps=spec.steps,
                                              method=spec.sampler, text_scale=spec.text_scale,
-                                             image_scale=spec.image_scale)
+                                             image_scale=spec.image_scale, prediction=self.prediction)
     shape = (model_cfg.image_size, model_cfg.image_size, model_cfg.channels)
     key = jax.random.key(spec.seed)
 
@@ -300,8 +301,13 @@ _CACHE: dict = {}
 
 
 def run_all(config, graphdef, params, mesh, rules, *, step: int):
-  """build_evaluators once per (config, graphdef, mesh), then run_evaluators: what train.py calls."""
-  key = (json.dumps(_as_dict(config.evals), sort_keys=True, default=str), graphdef, id(mesh), str(rules))
+  """build_evaluators once per (config, graphdef, mesh), then run_evaluators: what train.py calls.
+
+  The cache key holds every section the evaluators read: the evals, the data (sources, layout) and the flow
+  (the prediction type picks the sampler), so a second run in the same process never scores with the
+  first run's samplers."""
+  sections = {name: _as_dict(config.get(name) or {}) for name in ("evals", "data", "flow")}
+  key = (json.dumps(sections, sort_keys=True, default=str), graphdef, id(mesh), str(rules))
   if key not in _CACHE:
     _CACHE.clear()
     _CACHE[key] = build_evaluators(config, mesh, rules, graphdef)

@@ -2,10 +2,14 @@ r"""Export: a run's EMA parameters and model config in one standalone safetensor
 
   python -m vbanana.export --workdir=runs/quickstart --out=quickstart.safetensors
 
-The file holds one tensor per parameter, named by its path ('blocks/attn/qkv/kernel'), and the model config
-as JSON in the safetensors metadata (no pickle). It loads on any host without the training mesh:
-`load_exported(path) -> (ModelConfig, params)`, `build_model(path)` -> a ready `vbanana.model.DiT`; and a
-training config can start from it with `init_from=<file>`.
+The file holds one tensor per parameter, named by its path ('blocks/attn/qkv/kernel'), the model config as
+JSON and what the network predicts (`prediction`: 'v' or 'x', the run's config.flow.prediction, read from
+the workdir's config.json; files without it predict 'v') in the safetensors metadata (no pickle). It loads
+on any host without the training mesh: `load_exported(path) -> (ModelConfig, params)`, `build_model(path)`
+-> a ready `vbanana.model.DiT`, `read_prediction(path)`; and a training config can start from it with
+`init_from=<file>` (`load_params`, which also takes workdirs and checkpoint directories).
+
+This module builds on vbanana.checkpoint (Orbax reads); checkpoint does not import it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from etils import epath
 from safetensors import numpy as safetensors_np
 
 from vbanana import checkpoint
+from vbanana import flow
 
 FORMAT = "vbanana-export-v1"
 SEP = "/"
@@ -56,9 +61,20 @@ def export_workdir(workdir: str, out: str, key: str = "ema_params", step: int | 
     raise FileNotFoundError(f"no checkpoint in {root}")
   step = steps[-1] if step is None else step
   params = read_params_to_host(root / str(step) / checkpoint.STATE, key)
-  write(out, params, json.loads(model_cfg_path.read_text()), extra={"workdir": str(workdir), "step": step})
+  write(out, params, json.loads(model_cfg_path.read_text()), extra={"workdir": str(workdir), "step": step},
+        prediction=workdir_prediction(workdir))
   logging.info("Exported %s of %s step %d to %s", key, workdir, step, out)
   return out
+
+
+def workdir_prediction(workdir: str) -> str:
+  """config.flow.prediction of the run in `workdir` (its config.json, which the trainer writes); 'v' when
+  the workdir has no config.json or the config does not set it."""
+  path = epath.Path(workdir) / "config.json"
+  if not path.exists():
+    return "v"
+  value = (json.loads(path.read_text()).get("flow") or {}).get("prediction", "v")
+  return flow.check_prediction(value, f"{path}: flow.prediction")
 
 
 def read_params_to_host(state_dir: epath.Path, key: str) -> dict[str, np.ndarray]:
@@ -70,8 +86,10 @@ def read_params_to_host(state_dir: epath.Path, key: str) -> dict[str, np.ndarray
   return {k: np.asarray(v) for k, v in flatten(restored).items()}
 
 
-def write(out: str, flat_params: dict[str, np.ndarray], model_config: dict, extra: dict | None = None) -> None:
-  metadata = {"format": FORMAT, "model_config": json.dumps(model_config, sort_keys=True)}
+def write(out: str, flat_params: dict[str, np.ndarray], model_config: dict, extra: dict | None = None,
+          prediction: str = "v") -> None:
+  metadata = {"format": FORMAT, "model_config": json.dumps(model_config, sort_keys=True),
+              "prediction": flow.check_prediction(prediction)}
   for k, v in (extra or {}).items():
     metadata[k] = str(v)
   out_path = epath.Path(out)
@@ -92,6 +110,14 @@ def read(path: str) -> tuple[dict, dict[str, np.ndarray]]:
                        f"expected {FORMAT!r})")
     params = {k: f.get_tensor(k) for k in f.keys()}
   return json.loads(metadata["model_config"]), params
+
+
+def read_prediction(path: str) -> str:
+  """What the exported network predicts ('v' or 'x'): what samplers need besides the model config."""
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+  with safe_open(path, framework="numpy") as f:
+    metadata = f.metadata() or {}
+  return flow.check_prediction(metadata.get("prediction", "v"), f"{path}: metadata prediction")
 
 
 def load_exported(path: str):
@@ -156,6 +182,15 @@ def assign(tree: Any, flat: dict[str, np.ndarray], source: str) -> Any:
   return jax.tree_util.tree_unflatten(leaves[1], [flat[n].astype(x.dtype) for (_, x), n in zip(leaves[0], names)])
 
 
+def load_params(path: str, abstract_params: Any, key: str = "ema_params") -> Any:
+  """init_from: parameters from an exported file, a workdir or a checkpoint directory, placed with the
+  shardings of `abstract_params` (`key` picks params or ema_params of a train state)."""
+  p = epath.Path(path)
+  if p.is_file() or p.suffix == ".safetensors":
+    return load_params_onto(str(p), abstract_params)
+  return checkpoint.load_params(path, abstract_params, key)
+
+
 def load_params_onto(path: str, abstract_params: Any) -> Any:
   """Exported parameters placed with the shardings of `abstract_params` (for init_from)."""
   _, flat = read(path)
@@ -164,18 +199,23 @@ def load_params_onto(path: str, abstract_params: Any) -> Any:
                       else jax.device_put(x), host, abstract_params)
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to export from.")
-_OUT = flags.DEFINE_string("out", None, "Output .safetensors file.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_KEY = flags.DEFINE_enum("key", "ema_params", ["ema_params", "params"], "Which parameters to export.")
+def _define_flags() -> None:
+  """The command's flags, defined only when it runs: importing this module (the trainer does, for
+  init_from) must not claim flag names such as --workdir."""
+  flags.DEFINE_string("workdir", None, "Training workdir to export from.")
+  flags.DEFINE_string("out", None, "Output .safetensors file.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  flags.DEFINE_enum("key", "ema_params", ["ema_params", "params"], "Which parameters to export.")
+  flags.mark_flags_as_required(["workdir", "out"])
 
 
 def main(argv):
   del argv
-  export_workdir(_WORKDIR.value, _OUT.value, key=_KEY.value, step=_STEP.value)
-  print(_OUT.value)
+  f = flags.FLAGS
+  export_workdir(f.workdir, f.out, key=f.key, step=f.step)
+  print(f.out)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir", "out"])
+  _define_flags()
   app.run(main)

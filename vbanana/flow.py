@@ -1,7 +1,12 @@
 """Rectified flow: noising, time sampling, the velocity loss, condition dropout, and samplers with guidance.
 
-Conventions (docs/interfaces.md): x_t = (1 - t) x_0 + t * noise, the network predicts v = noise - x_0;
+Conventions (docs/interfaces.md): x_t = (1 - t) x_0 + t * noise, the velocity is v = noise - x_0;
 t = 1 is pure noise, sampling integrates dx/dt = v from t = 1 down to t = 0.
+
+What the network outputs is `config.flow.prediction`: 'v' (the velocity itself, the default) or 'x' (the clean
+image x_0, as JiT does for large pixel patches: Li & He 2025, "Back to Basics: Let Denoising Generative
+Models Denoise"). An x-predicting network is turned into a velocity by `as_velocity`, in one place, so the
+loss stays the velocity MSE and the samplers and guidance consume velocities whatever the network predicts.
 """
 
 from __future__ import annotations
@@ -13,6 +18,19 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+
+PREDICTIONS = ("v", "x")
+# x-prediction divides by t: v = (x_t - x_0) / t. Below this t the division uses it instead (JiT's t_eps),
+# in training and in sampling alike, so the loss and the last sampler steps stay finite near t = 0.
+X_PREDICTION_MIN_T = 0.05
+
+
+def check_prediction(prediction, where: str = "config.flow.prediction") -> str:
+  if prediction not in PREDICTIONS:
+    raise ValueError(f"{where}={prediction!r}; expected 'v' (the network predicts the velocity noise - x_0) "
+                     "or 'x' (it predicts the clean image x_0)")
+  return prediction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +45,11 @@ class FlowConfig:
   pure_noise_share: float = 0.1
   text_dropout: float = 0.1            # P(instruction -> all padding / zero embeddings) in training
   image_dropout: float = 0.1           # P(all input images -> absent) in training
+  # What the network outputs: 'v' (the velocity) or 'x' (the clean image; for large pixel patches, JiT).
+  prediction: str = "v"
 
   def __post_init__(self):
+    check_prediction(self.prediction)
     if self.time_sampling not in ("logit_normal", "uniform"):
       raise ValueError(f"config.flow.time_sampling={self.time_sampling!r}; expected 'logit_normal' or 'uniform'")
     for name in ("text_dropout", "image_dropout", "pure_noise_share"):
@@ -76,6 +97,27 @@ def interpolate(x0: jax.Array, noise: jax.Array, t: jax.Array) -> tuple[jax.Arra
   return (1 - tb) * x0 + tb * noise, noise - x0
 
 
+def x_to_velocity(x_t: jax.Array, t: jax.Array, x0: jax.Array) -> jax.Array:
+  """The velocity (x_t - x_0) / max(t, X_PREDICTION_MIN_T) of an image x_0 (B, ...) at x_t, times t (B,).
+
+  For t >= X_PREDICTION_MIN_T this is exactly noise - x_0 on the path through x_0 (the velocity definition);
+  below it the clamped denominator keeps it finite."""
+  tb = jnp.maximum(t, X_PREDICTION_MIN_T).reshape((-1,) + (1,) * (x_t.ndim - 1))
+  return (x_t.astype(jnp.float32) - x0.astype(jnp.float32)) / tb
+
+
+def as_velocity(model, prediction: str = "v"):
+  """A callable with the model's signature that returns the velocity: the model itself for 'v', and for
+  'x' the model's clean-image output turned into a velocity by `x_to_velocity`."""
+  check_prediction(prediction)
+  if prediction == "v":
+    return model
+
+  def velocity(x_t, t, *args, **kwargs):
+    return x_to_velocity(x_t, t, model(x_t, t, *args, **kwargs))
+  return velocity
+
+
 def drop_conditions(rng: jax.Array, text: jax.Array, input_mask: jax.Array, text_embeddings, cfg: FlowConfig):
   """Classifier-free-guidance dropout, per example: the instruction (tokens -> padding, embeddings -> 0)
   with probability text_dropout, the input images (mask -> False) with probability image_dropout."""
@@ -95,7 +137,10 @@ def loss(model, batch: Mapping[str, jax.Array], rng: jax.Array, cfg: FlowConfig 
   """Velocity MSE. Returns (weighted mean loss, aux) with aux['per_example'] (B,) and aux['t'] (B,).
 
   `batch` as in docs/interfaces.md (images uint8 or float in [-1, 1]); `weights` (B,) optional. With
-  `train`, conditions are dropped for classifier-free guidance.
+  `train`, conditions are dropped for classifier-free guidance. With cfg.prediction = 'x' the network's x_0
+  becomes a velocity (`as_velocity`) and the target is the velocity of the same clamped formula,
+  (x_t - x_0) / max(t, X_PREDICTION_MIN_T) (= noise - x_0 above the clamp): JiT's "x-prediction, v-loss",
+  which is the x_0 error weighted by 1 / max(t, X_PREDICTION_MIN_T)^2.
   """
   cfg = FlowConfig.create(cfg)
   x0 = to_float(batch["target"])
@@ -105,10 +150,12 @@ def loss(model, batch: Mapping[str, jax.Array], rng: jax.Array, cfg: FlowConfig 
   t = sample_time(k_t, b, cfg)
   noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
   x_t, v_target = interpolate(x0, noise, t)
+  if cfg.prediction == "x":
+    v_target = x_to_velocity(x_t, t, x0)
   text, input_mask, text_emb = batch["text"], batch["input_mask"], batch.get("text_embeddings")
   if train:
     text, input_mask, text_emb = drop_conditions(k_drop, text, input_mask, text_emb, cfg)
-  v = model(x_t, t, text, inputs, input_mask, text_embeddings=text_emb)
+  v = as_velocity(model, cfg.prediction)(x_t, t, text, inputs, input_mask, text_embeddings=text_emb)
   per_example = jnp.mean(jnp.square(v - v_target), axis=tuple(range(1, x0.ndim)))
   w = jnp.ones((b,), jnp.float32) if weights is None else weights.astype(jnp.float32)
   total = jnp.sum(w * per_example) / jnp.maximum(jnp.sum(w), 1e-8)
@@ -153,12 +200,14 @@ def guided_velocity(model, x, t, text, inputs, input_mask, text_embeddings=None,
 
 
 def sample(model, noise, text, inputs, input_mask, *, steps: int, method: str = "euler", text_scale=1.0,
-           image_scale=1.0, text_embeddings=None):
+           image_scale=1.0, text_embeddings=None, prediction: str = "v"):
   """Integrates from t = 1 (noise) to t = 0 on a uniform grid of `steps` steps; returns x_0 (float, unclipped).
 
   Euler: one network evaluation per step. Heun: two per step, except the last (to t = 0), which is an
   Euler step (2 * steps - 1 evaluations). The loop is a `lax.fori_loop`, so under jit it is one program.
+  `prediction` is what the model outputs (config.flow.prediction); guidance combines velocities either way.
   """
+  check_prediction(prediction, "sample: prediction")
   if method not in ("euler", "heun"):
     raise ValueError(f"sample: method={method!r}; expected 'euler' or 'heun'")
   if not isinstance(steps, int) or steps < 1:
@@ -171,7 +220,7 @@ def sample(model, noise, text, inputs, input_mask, *, steps: int, method: str = 
     get_net = lambda: model  # any callable with the model's signature (e.g. an analytic velocity)
 
   def velocity(x, t):
-    net = get_net()
+    net = as_velocity(get_net(), prediction)
     return guided_velocity(net, x, t, text, inputs, input_mask, text_embeddings, text_scale=text_scale,
                            image_scale=image_scale).astype(x.dtype)
 

@@ -86,11 +86,16 @@ def main(argv):
                jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
 
   from vbanana import train  # pylint: disable=g-import-not-at-top
-  if _MODE.value == "eval":
-    from vbanana import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.follow_checkpoints(_CONFIG.value, _WORKDIR.value)
-  else:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, final_eval=_MODE.value == "train_and_eval" or None)
+  from vbanana.data import sources  # pylint: disable=g-import-not-at-top
+  try:
+    if _MODE.value == "eval":
+      from vbanana import evaluate  # pylint: disable=g-import-not-at-top
+      evaluate.follow_checkpoints(_CONFIG.value, _WORKDIR.value)
+    else:
+      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, final_eval=_MODE.value == "train_and_eval" or None)
+  except sources.ScenesNotBuiltError as e:  # a pod-size dataset is built by its own command: say which, in one line
+    print(f"FATAL {e}", file=sys.stderr)
+    raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

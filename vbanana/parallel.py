@@ -162,6 +162,18 @@ def sharding_context(mesh: Mesh | None, rules=None):
     _CONTEXT.value = previous
 
 
+def current() -> tuple[Mesh, dict] | None:
+  """(mesh, rules table) of the active `sharding_context`, or None outside one."""
+  return getattr(_CONTEXT, "value", None)
+
+
+def current_platform() -> str:
+  """The platform the program is being built for: the active mesh's devices ('tpu' also for the abstract
+  devices of an ahead-of-time compile on a CPU machine), else the default backend."""
+  context = current()
+  return context[0].devices.flat[0].platform if context else jax.default_backend()
+
+
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   """`with_sharding_constraint` by logical names, when a sharding context is active."""
   context = getattr(_CONTEXT, "value", None)

@@ -118,6 +118,7 @@ class Loaded:
   config: Any       # vbanana.model.ModelConfig
   model: Any        # vbanana.model.DiT with the checkpoint's (EMA) parameters
   source: str
+  prediction: str = "v"  # what the network outputs (the run's config.flow.prediction): 'v' or 'x'
   samplers: dict = dataclasses.field(default_factory=dict)  # settings -> jitted sampler (compiled once)
 
 
@@ -147,12 +148,22 @@ def read_checkpoint(path: str) -> tuple[dict, dict[str, np.ndarray]]:
   return json.loads(config_path.read_text()), flat
 
 
+def read_prediction(path: str) -> str:
+  """What the checkpoint's network predicts ('v' or 'x'): an export's metadata, a workdir's config.json."""
+  from vbanana import export  # pylint: disable=g-import-not-at-top
+  try:
+    return export.read_prediction(path) if os.path.isfile(path) else export.workdir_prediction(path)
+  except ValueError as e:
+    raise UserError(f"--checkpoint: {e}") from None
+
+
 def load(path: str) -> Loaded:
   """The model of a workdir or an exported file, on the default device, ready to sample."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from vbanana import export  # pylint: disable=g-import-not-at-top
   from vbanana import model as model_lib  # pylint: disable=g-import-not-at-top
   cfg_dict, flat = read_checkpoint(path)
+  prediction = read_prediction(path)
   try:
     cfg = export.model_config_from_dict(model_lib, cfg_dict)
   except (TypeError, ValueError) as e:
@@ -164,7 +175,7 @@ def load(path: str) -> Loaded:
     params = export.assign(params, flat, path)
   except ValueError as e:
     raise UserError(f"--checkpoint: a checkpoint of another model: {str(e).splitlines()[0]}") from None
-  return Loaded(cfg, nnx.merge(graphdef, params, rest), path)
+  return Loaded(cfg, nnx.merge(graphdef, params, rest), path, prediction)
 
 
 def model_resolution(cfg) -> int:
@@ -200,7 +211,8 @@ def _jit_sampler(loaded: Loaded, *, steps: int, method: str, text_scale: float, 
   def sample(state, noise, text, inputs, input_mask):
     model = nnx.merge(graphdef, state)
     return flow.to_uint8(flow.sample(model, noise, text, inputs, input_mask, steps=steps, method=method,
-                                     text_scale=text_scale, image_scale=image_scale))
+                                     text_scale=text_scale, image_scale=image_scale,
+                                     prediction=loaded.prediction))
 
   return lambda *args: sample(state, *args)
 

@@ -190,10 +190,12 @@ def optax_global_norm(tree) -> jax.Array:
 # Sampling.
 # ----------------------------------------------------------------------------------------------------------
 def make_sample_fn(graphdef, model_cfg: ModelConfig, mesh, rules, *, steps: int, method: str = "euler",
-                   text_scale: float = 1.0, image_scale: float = 1.0) -> Callable:
+                   text_scale: float = 1.0, image_scale: float = 1.0, prediction: str = "v") -> Callable:
   """jitted `(params, noise, text, inputs, input_mask, text_embeddings=None) -> x_0` float (B, H, W, C):
   the whole sampling loop is one program; params stay sharded on the mesh, the batch is split over the
-  batch axes. `inputs` may be uint8 or float in [-1, 1]."""
+  batch axes. `inputs` may be uint8 or float in [-1, 1]. `prediction` is config.flow.prediction, what the
+  network was trained to output ('v' or 'x')."""
+  flow.check_prediction(prediction)
   ps = param_shardings(model_cfg, mesh, rules)
   data = parallel.batch_sharding(mesh, rules)
 
@@ -201,7 +203,8 @@ def make_sample_fn(graphdef, model_cfg: ModelConfig, mesh, rules, *, steps: int,
     with parallel.sharding_context(mesh, rules):
       model = nnx.merge(graphdef, params)
       return flow.sample(model, noise, text, flow.to_float(inputs), input_mask, steps=steps, method=method,
-                         text_scale=text_scale, image_scale=image_scale, text_embeddings=text_embeddings)
+                         text_scale=text_scale, image_scale=image_scale, text_embeddings=text_embeddings,
+                         prediction=prediction)
 
   jitted = jax.jit(sample, in_shardings=(ps, data, data, data, data, data), out_shardings=data)
 

@@ -3,7 +3,11 @@
   path = build("/tmp/tfds", resolution=64, num_train=10_000, num_validation=500, num_test=500)
   source = load("/tmp/tfds", resolution=64, split="train")   # len(source), source[i] -> raw sample
 
-Record i of a split is scene i of that split (`disable_shuffling`), so `load(...)[i]` equals
+Any resolution from MIN_RESOLUTION to MAX_RESOLUTION builds: config `r<resolution>` (r32, r64, r128 and r256
+are declared; others are made on request with the same name). Large builds run on Apache Beam through
+TFDS's own Beam support (`build(..., beam_options=...)`, the DirectRunner here, Dataflow for real; see
+vbanana/data/build_scenes.py). Record i of a split is scene i of that split (`disable_shuffling`; with Beam,
+TFDS orders the records by key, the scene index), so `load(...)[i]` equals
 `scenes.make_sample(split, i, resolution, seed=seed)` exactly. Storage: images and edit targets as PNG,
 depth and normals as zlib-compressed float32 tensors (lossless), masks as zlib-compressed uint8 tensors,
 and the variable-length parts (referring expressions, instance classes, objects) as JSON text. Writing
@@ -25,7 +29,11 @@ import tensorflow_datasets as tfds
 
 from vbanana.data import scenes
 
-RESOLUTIONS = (32, 64, 128)
+RESOLUTIONS = (32, 64, 128, 256)  # declared configs; any other resolution in range gets one made on request
+# Below 16 px most objects cover fewer than the 4 pixels that the text needs (at 8 px half of the scenes
+# have an empty caption); above 1024 px one render holds about 2 GB of ray buffers per worker process.
+MIN_RESOLUTION, MAX_RESOLUTION = 16, 1024
+BEAM_CHUNK = 1000  # scene indices per element of the Beam source (the job graph stays small at any size)
 DEFAULT_SPLIT_SIZES = {"train": 64, "validation": 16, "test": 16}  # small: tests and smoke runs
 
 
@@ -49,12 +57,12 @@ class VbananaScenes(tfds.core.GeneratorBasedBuilder):
     return epath.Path(__file__)
 
   def __init__(self, *, split_sizes: dict[str, int] | None = None, seed: int = 0, num_workers: int = 1,
-               supersample: int = 2, **kwargs):
+               supersample: int = 2, beam: bool = False, **kwargs):
     self._split_sizes = dict(DEFAULT_SPLIT_SIZES if split_sizes is None else split_sizes)
     unknown = set(self._split_sizes) - set(scenes.SPLITS)
     if unknown:
       raise ValueError(f"split_sizes has unknown splits {sorted(unknown)}; expected {tuple(scenes.SPLITS)}")
-    self._seed, self._num_workers, self._supersample = seed, num_workers, supersample
+    self._seed, self._num_workers, self._supersample, self._beam = seed, num_workers, supersample, beam
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -87,7 +95,12 @@ class VbananaScenes(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # nothing to download
     return {split: self._generate_examples(split, n) for split, n in self._split_sizes.items() if n > 0}
 
-  def _generate_examples(self, split: str, num: int) -> Iterator[tuple[int, dict]]:
+  def _generate_examples(self, split: str, num: int):
+    if self._beam:
+      return _beam_examples(split, num, self.builder_config.resolution, self._seed, self._supersample)
+    return self._local_examples(split, num)
+
+  def _local_examples(self, split: str, num: int) -> Iterator[tuple[int, dict]]:
     jobs = [(split, i, self.builder_config.resolution, self._seed, self._supersample) for i in range(num)]
     if self._num_workers <= 1:
       yield from ((i, encode_record(scenes.make_sample(*job[:3], seed=job[3], supersample=job[4])))
@@ -95,13 +108,35 @@ class VbananaScenes(tfds.core.GeneratorBasedBuilder):
       return
     # Rendering is the slow part: spread it over processes, write in order here. Spawned workers import
     # this module afresh; callers need the usual `if __name__ == "__main__":` guard.
-    with multiprocessing.get_context("spawn").Pool(self._num_workers) as pool:
+    from vbanana import procs  # pylint: disable=g-import-not-at-top
+    # Each worker ends within a second of this process, however it ends (SIGKILL too): vbanana/procs.py.
+    with multiprocessing.get_context("spawn").Pool(self._num_workers, initializer=procs.DieWithParent()) as pool:
       yield from enumerate(pool.imap(_render_and_encode, jobs, chunksize=16))
 
 
 def _render_and_encode(job) -> dict:
   split, index, resolution, seed, supersample = job
   return encode_record(scenes.make_sample(split, index, resolution, seed=seed, supersample=supersample))
+
+
+def _beam_examples(split: str, num: int, resolution: int, seed: int, supersample: int):
+  """The split as a Beam PTransform of (scene index, record): TFDS runs it on the pipeline's runner.
+
+  The source holds chunk starts, not a million indices; the reshuffle spreads the indices over the workers
+  before the rendering (otherwise a runner may fuse it with the one-element-per-chunk source).
+  """
+  beam = tfds.core.lazy_imports.apache_beam
+  return (beam.Create(range(0, num, BEAM_CHUNK)) | "Indices" >> beam.FlatMap(_chunk, num)
+          | "Spread" >> beam.Reshuffle()
+          | "Render" >> beam.Map(_keyed_record, split, resolution, seed, supersample))
+
+
+def _chunk(start: int, num: int) -> range:
+  return range(start, min(start + BEAM_CHUNK, num))
+
+
+def _keyed_record(index: int, split: str, resolution: int, seed: int, supersample: int) -> tuple[int, dict]:
+  return index, _render_and_encode((split, index, resolution, seed, supersample))
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -175,24 +210,72 @@ class ScenesSource:
     return f"ScenesSource({self._name}, {len(self)} records)"
 
 
-def _config_name(resolution: int) -> str:
-  if resolution not in RESOLUTIONS:
-    raise ValueError(f"resolution must be one of {RESOLUTIONS} (the builder configs), got {resolution}")
-  return f"r{resolution}"
+def check_resolution(resolution, field: str = "resolution") -> int:
+  """The resolution as an int, or a one-line ValueError naming `field` and the range the renderer serves."""
+  if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or not (
+      MIN_RESOLUTION <= resolution <= MAX_RESOLUTION):
+    raise ValueError(f"{field} must be an integer number of pixels from {MIN_RESOLUTION} to {MAX_RESOLUTION} "
+                     f"(the scenes renderer's range), got {resolution!r}")
+  return int(resolution)
+
+
+def builder_config(resolution: int) -> ScenesConfig:
+  """The declared config `r<resolution>`, or one made for this resolution (same name, same layout)."""
+  resolution = check_resolution(resolution)
+  declared = VbananaScenes.builder_configs.get(f"r{resolution}")
+  return declared or ScenesConfig(name=f"r{resolution}", resolution=resolution,
+                                  description=f"{resolution}x{resolution} pixels")
+
+
+def prepared_dir(data_dir: str, resolution: int) -> str:
+  """Where the prepared dataset of this resolution lives under data_dir (built or not)."""
+  return os.path.join(os.fspath(data_dir), VbananaScenes.name, builder_config(resolution).name,
+                      str(VbananaScenes.VERSION))
+
+
+def is_built(data_dir: str, resolution: int) -> bool:
+  return epath.Path(prepared_dir(data_dir, resolution), "dataset_info.json").exists()
+
+
+def beam_pipeline_options(options: str):
+  """'runner=DataflowRunner,project=P,...' (the `tfds build --beam_pipeline_options` form) -> PipelineOptions."""
+  try:
+    import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("building on Beam needs apache-beam: pip install -e '.[beam]' (with the Google Cloud "
+                      "clients, for Dataflow) or -e '.[test]' (the DirectRunner)") from e
+  return beam.options.pipeline_options.PipelineOptions(
+      flags=[f"--{option.strip()}" for option in options.split(",") if option.strip()])
+
+
+def build_command(data_dir: str, resolution: int, num_train: int, num_validation: int, num_test: int, *,
+                  seed: int = 0, supersample: int = 2) -> str:
+  """The shell command that builds this dataset on Apache Beam (vbanana/data/build_scenes.py, docs/data.md)."""
+  extra = (f" --seed={seed}" if seed else "") + (f" --supersample={supersample}" if supersample != 2 else "")
+  return (f"python -m vbanana.data.build_scenes --data_dir={data_dir} --resolution={resolution} "
+          f"--num_train={num_train} --num_validation={num_validation} --num_test={num_test}{extra} "
+          "--beam_pipeline_options=runner=DataflowRunner,project=PROJECT,region=REGION,... (docs/data.md)")
 
 
 def build(data_dir: str, resolution: int = 64, num_train: int = DEFAULT_SPLIT_SIZES["train"],
           num_validation: int = DEFAULT_SPLIT_SIZES["validation"], num_test: int = DEFAULT_SPLIT_SIZES["test"],
-          *, seed: int = 0, num_workers: int = 1, supersample: int = 2) -> str:
+          *, seed: int = 0, num_workers: int = 1, supersample: int = 2, beam_options=None,
+          num_shards: int | None = None) -> str:
   """Writes the dataset (once) under data_dir and returns the directory of the prepared version.
 
   An existing build is reused when its split sizes and seed match, and is an error otherwise (pick another
-  data_dir rather than silently mixing two datasets).
+  data_dir rather than silently mixing two datasets). `beam_options` (a PipelineOptions, or a string for
+  `beam_pipeline_options`) renders on Apache Beam instead of local processes: TFDS's Beam writer, the same
+  records in the same order. `num_shards` fixes the files per split (otherwise TFDS picks files of 64 MiB
+  to 1 GiB: 1,024 of ~150 MB for a million scenes at 256 px; a Beam worker holds one file's records in
+  memory while it writes them).
   """
   sizes = {"train": num_train, "validation": num_validation, "test": num_test}
-  builder = VbananaScenes(config=_config_name(resolution), data_dir=data_dir, split_sizes=sizes, seed=seed,
-                          num_workers=num_workers, supersample=supersample)
-  if os.path.exists(os.path.join(builder.data_dir, "dataset_info.json")):
+  if isinstance(beam_options, str):
+    beam_options = beam_pipeline_options(beam_options)
+  builder = VbananaScenes(config=builder_config(resolution), data_dir=data_dir, split_sizes=sizes, seed=seed,
+                          num_workers=num_workers, supersample=supersample, beam=beam_options is not None)
+  if is_built(data_dir, resolution):
     info = tfds.builder_from_directory(builder.data_dir).info
     have = {name: info.splits[name].num_examples if name in info.splits else 0 for name in sizes}
     meta = dict(info.metadata or {})
@@ -203,15 +286,16 @@ def build(data_dir: str, resolution: int = 64, num_train: int = DEFAULT_SPLIT_SI
           "Use another data_dir or delete that one.")
     return str(builder.data_dir)
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP),
+      download_config=tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP,
+                                                   beam_options=beam_options, num_shards=num_shards),
       file_format="array_record")
   return str(builder.data_dir)
 
 
 def load(data_dir: str, resolution: int, split: str) -> ScenesSource:
   """The random-access source of a built split (no TensorFlow needed to read)."""
-  path = os.path.join(data_dir, VbananaScenes.name, _config_name(resolution), str(VbananaScenes.VERSION))
-  if not os.path.exists(os.path.join(path, "dataset_info.json")):
+  path = prepared_dir(data_dir, resolution)
+  if not is_built(data_dir, resolution):
     raise FileNotFoundError(f"no scenes dataset at {path}; write it first with "
                             f"vbanana.data.scenes_tfds.build({data_dir!r}, resolution={resolution})")
   builder = tfds.builder_from_directory(path)

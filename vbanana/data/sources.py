@@ -70,21 +70,51 @@ class TfdsSource:
     return self.adapter(record, key)
 
 
+# Who builds the scenes data: the first reader builds small data inline (process 0 of a multi-host run,
+# while the others wait at a barrier; never every host writing the same files at once); large data must be
+# built beforehand by `python -m vbanana.data.build_scenes` (on Apache Beam at pod scale, docs/data.md) and
+# the trainer refuses to start without it. The line: 2**26 rendered pixels per build worker, 5 to 15
+# minutes of one core at the renderer's 65-220 k pixels/s (benchmarks/scenes_build.py; 256 px is the
+# slowest per pixel): 1,024 scenes at 256 px, 16,384 at 64 px. Every CPU config and test is far below it;
+# the pod configs' million scenes at 256 px (6.6e10 pixels) are ~1,000 times above it: 12 core-days.
+INLINE_BUILD_MAX_PIXELS = 2**26
+
+
+class ScenesNotBuiltError(FileNotFoundError):
+  """The scenes data a config reads is missing and too large to build inside the trainer."""
+
+
 def _scenes_source(spec, split: str):
+  import jax  # pylint: disable=g-import-not-at-top
   from vbanana.data import scenes_tfds  # Written beside this module; imported lazily (TFDS builder).
 
   data_dir = _field(spec, "data_dir", "where the scenes dataset lives or is built")
   options = {k: spec.get(k, v) for k, v in SCENES_DEFAULTS.items()}
-  try:
-    return scenes_tfds.load(data_dir, options["resolution"], split)
-  except FileNotFoundError:
-    logging.warning("No scenes dataset in %s: building it once (%d train / %d validation / %d test scenes "
-                    "at %dx%d); later runs reuse it.", data_dir, options["num_train"],
-                    options["num_validation"], options["num_test"], options["resolution"],
-                    options["resolution"])
-  scenes_tfds.build(data_dir, options["resolution"], options["num_train"], options["num_validation"],
-                    options["num_test"], seed=options["seed"], num_workers=options["build_workers"])
-  return scenes_tfds.load(data_dir, options["resolution"], split)
+  resolution = scenes_tfds.check_resolution(options["resolution"],
+                                            "config.data.resolution (the scenes source's 'resolution')")
+  sizes = [options["num_train"], options["num_validation"], options["num_test"]]
+  path = scenes_tfds.prepared_dir(data_dir, resolution)
+  built = scenes_tfds.is_built(data_dir, resolution)
+  if not built:
+    pixels = sum(sizes) * resolution**2
+    if pixels > INLINE_BUILD_MAX_PIXELS * max(1, options["build_workers"]):
+      command = scenes_tfds.build_command(data_dir, resolution, *sizes, seed=options["seed"])
+      raise ScenesNotBuiltError(
+          f"no scenes dataset at {path}, and {sum(sizes):,} scenes at {resolution}x{resolution} are too many to "
+          f"build inside the trainer ({pixels:.2g} pixels > {INLINE_BUILD_MAX_PIXELS:.2g} per build worker); "
+          f"build it first: {command}")
+    if jax.process_index() == 0:
+      logging.warning("No scenes dataset in %s: building it once (%d train / %d validation / %d test scenes at "
+                      "%dx%d); later runs reuse it.", data_dir, *sizes, resolution, resolution)
+      scenes_tfds.build(data_dir, resolution, *sizes, seed=options["seed"], num_workers=options["build_workers"])
+  if jax.process_count() > 1:  # every process passes here once per call, built or not: the counts agree
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(f"vbanana scenes {path} {split}")
+    if not scenes_tfds.is_built(data_dir, resolution):
+      raise FileNotFoundError(f"process {jax.process_index()} does not see the scenes dataset that process 0 "
+                              f"built at {path}: a multi-host run needs a data_dir that every host shares "
+                              "(gs:// or a shared file system)")
+  return scenes_tfds.load(data_dir, resolution, split)
 
 
 def make_source(spec: Mapping[str, Any], split: str | None = None):

@@ -20,6 +20,7 @@ REMAT_POLICIES = {
     "save_everything": jax.checkpoint_policies.everything_saveable,
 }
 DTYPES = ("float32", "bfloat16")
+ATTENTION = (None, "xla", "cudnn", "splash", "jax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,10 @@ class ModelConfig:
   scan: bool = True             # lax.scan over blocks (flat compile time) or an unrolled loop
   qk_norm: bool = True
   # Attention: 'xla' = the written-out softmax attention (layers.attention); 'cudnn' = the cuDNN kernel of
-  # jax.nn.dot_product_attention (GPU, bf16); None = the written-out one on CPU, jax.nn's own choice elsewhere.
+  # jax.nn.dot_product_attention (GPU, bf16); 'splash' = the Pallas splash kernel in shard_map (TPU; Pallas
+  # interpret mode on CPU); 'jax' = jax.nn.dot_product_attention's own choice; None = by the platform the
+  # program is built for: 'xla' on CPU, 'splash' on TPU, 'cudnn' on a GPU for bf16/fp16 activations, 'jax'
+  # elsewhere (layers.resolve_attention).
   attention: str | None = None
 
   def __post_init__(self):
@@ -77,8 +81,8 @@ class ModelConfig:
     if (self.text_width // self.text_heads) % 2:
       fail("text_heads", f"text head dim text_width/text_heads={self.text_width // self.text_heads} must be "
            "even (1D rotary positions rotate pairs of channels)")
-    if self.attention not in (None, "xla", "cudnn"):
-      fail("attention", f"expected None, 'xla' or 'cudnn', got {self.attention!r}")
+    if self.attention not in ATTENTION:
+      fail("attention", f"expected one of {ATTENTION}, got {self.attention!r}")
     if not self.mlp_ratio > 0:
       fail("mlp_ratio", f"expected > 0, got {self.mlp_ratio!r}")
     if self.text_embed_dim is not None and (not isinstance(self.text_embed_dim, int) or self.text_embed_dim < 1):
@@ -161,7 +165,8 @@ SIZES: dict[str, dict[str, Any]] = {
     "B": dict(width=768, depth=12, num_heads=12, text_width=384, text_depth=4, text_heads=6),
     "L": dict(width=1024, depth=24, num_heads=16, text_width=512, text_depth=4, text_heads=8),
     "XL": dict(width=1152, depth=28, num_heads=16, text_width=512, text_depth=6, text_heads=8),
-    "2B": dict(width=2048, depth=36, num_heads=32, text_width=1024, text_depth=8, text_heads=16,
+    # 2B: 16 heads of 128 (the TPU's lane width: the splash kernel pads a smaller head dim to 128).
+    "2B": dict(width=2048, depth=36, num_heads=16, text_width=1024, text_depth=8, text_heads=8,
                dtype="bfloat16", remat="save_dots_no_batch"),
 }
 _ALIASES = {"xl": "XL", "l": "L", "b": "B", "s": "S", "2b": "2B"}

@@ -112,6 +112,20 @@ def attention(q, k, v, mask):
   return (out / jnp.sum(weights, axis=-1, keepdims=True)).astype(v.dtype)
 
 
+def resolve_attention(implementation: str | None, dtype=None) -> str:
+  """The attention kernel to trace: the config's, or by the platform the program is built for (the active
+  mesh's devices, so an ahead-of-time compile for a TPU or GPU picks its kernel on a CPU machine): the
+  written-out one on CPU ('xla'), splash on TPU, cuDNN's fused kernel on a GPU for bf16/fp16 activations (the
+  only dtypes it takes; `dtype` is theirs), jax.nn's own choice elsewhere ('jax'). So one config names no
+  kernel and runs on all three."""
+  if implementation is not None:
+    return implementation
+  platform = parallel.current_platform()
+  if platform in ("gpu", "cuda"):
+    return "cudnn" if dtype is not None and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else "jax"
+  return {"cpu": "xla", "tpu": "splash"}.get(platform, "jax")
+
+
 class Attention(nnx.Module):
   """Multi-head self-attention: fused QKV, optional QK RMSNorm, rotary positions, key padding mask."""
 
@@ -134,10 +148,21 @@ class Attention(nnx.Module):
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
     q, k = apply_rope(q, angles), apply_rope(k, angles)
-    if self.implementation == "cudnn" or (self.implementation is None and jax.default_backend() != "cpu"):
-      # jax.nn's fused kernels (cuDNN flash attention on a GPU) take (B, S, N, D).
-      q, k, v = (parallel.constrain(a, ("act_batch", "act_seq", "act_heads", "act_head_dim")) for a in (q, k, v))
-      y = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :], implementation=self.implementation)
+    implementation = resolve_attention(self.implementation, q.dtype)
+    heads_last = ("act_batch", "act_seq", "act_heads", "act_head_dim")
+    if implementation == "splash":
+      from vbanana.model import splash  # pylint: disable=g-import-not-at-top  (Pallas: imported when used)
+      y = splash.attention(*(parallel.constrain(a, heads_last) for a in (q, k, v)), mask)
+    elif implementation in ("cudnn", "jax"):
+      # jax.nn's fused kernels (cuDNN flash attention on a GPU) take (B, S, N, D). cuDNN takes a mask only
+      # as a bias of the full (query, key) shape (a (B, 1, 1, S) one is refused: "Bias must have same seq
+      # length as QKV"), and its padding masks only a suffix, which the joint sequence's gaps are not.
+      q, k, v = (parallel.constrain(a, heads_last) for a in (q, k, v))
+      keys = mask[:, None, None, :]
+      if implementation == "cudnn":
+        keys = jnp.broadcast_to(keys, (mask.shape[0], 1, mask.shape[1], mask.shape[1]))
+      y = jax.nn.dot_product_attention(q, k, v, mask=keys,
+                                       implementation="cudnn" if implementation == "cudnn" else None)
     else:
       heads_first = ("act_batch", "act_heads", "act_seq", "act_head_dim")
       q, k, v = (parallel.constrain(jnp.swapaxes(a, 1, 2), heads_first) for a in (q, k, v))

@@ -1,6 +1,6 @@
 r"""Kill-and-resume soak: the quickstart run interrupted again and again, against one uninterrupted run.
 
-  python scripts/soak.py --out=/tmp/vbanana_soak          # about 20 minutes on 2 busy cores
+  python scripts/soak.py --out=/tmp/vbanana_soak          # 20-25 minutes on 2 busy cores
 
 The same command (`python -m vbanana.main --config=configs/quickstart.py:steps=...` with the overrides below)
 runs once uninterrupted (the reference) and once in another workdir where it is interrupted at random points
@@ -17,10 +17,12 @@ nothing in checkpoints/corrupt (no checkpoint lost or corrupt), no process of a 
 ended (orphans: found by parent links and session, vbanana/procs.py), and how much time the interruptions
 cost. It prints one table (docs/reliability.md holds the latest).
 
-Why these sizes: the quickstart model, data and batch as they are; --steps=300 with a checkpoint every 25
-steps and an evaluation every 50 (the quickstart's seven evaluators) gives each kind of interruption
-something to hit, and keeps the soak near 20 minutes on 2 cores, where each restart costs about 25-30 s of
-start-up (imports, data workers, compile). log_every=1 logs every step's loss for the comparison.
+Why these sizes: the quickstart model, data, batch and evaluators as they are; --steps=200 with a checkpoint
+every 20 steps and an evaluation every 25 gives each kind of interruption something to hit and keeps the
+soak at 20-25 minutes on 2 busy cores, where a restart costs about 25-35 s (imports, data workers, cached
+compiles). Every run shares one JAX compilation cache, filled first by a warm-up run of the same command
+(--compilation_cache=0: each start compiles, about 2 minutes more per restart here). log_every=1 logs every
+step's loss for the comparison.
 """
 
 from __future__ import annotations
@@ -332,6 +334,8 @@ def plan(args, rng: random.Random) -> list[Event]:
 def build_data(args) -> None:
   from vbanana import config_lib  # pylint: disable=g-import-not-at-top
   from vbanana.data import sources  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
   config = config_lib.load_config(f"configs/quickstart.py:data_dir={args.out / 'data'}")
   specs = {json.dumps(c["source"], sort_keys=True): c["source"] for c in config.data.components.to_dict().values()}
   for spec in specs.values():

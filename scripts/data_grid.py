@@ -103,7 +103,7 @@ def component_grid(component, data_cfg, rows: int, scale: int) -> Image.Image:
   module = tasks.get(component.task)
   source = sources.make_source(component.source)
   preprocess = pipeline.Preprocess(component, data_cfg, train=True)
-  size = preprocess.resolution
+  size = preprocess.shapes[0][0]  # square data (the grid draws square panels)
   side = size * scale
   text_width = 7 * PANEL_TEXT_WIDTH
   columns = ["input", "instruction", "target", "decoded target", "ground truth"]

@@ -1,6 +1,6 @@
 r"""Kill-and-resume soak: the quickstart run interrupted again and again, against one uninterrupted run.
 
-  python scripts/soak.py --out=/tmp/vbanana_soak          # 20-25 minutes on 2 busy cores
+  python scripts/soak.py --out=/tmp/vbanana_soak          # 10-25 minutes on 2 cores, quiet to busy
 
 The same command (`python -m vbanana.main --config=configs/quickstart.py:steps=...` with the overrides below)
 runs once uninterrupted (the reference) and once in another workdir where it is interrupted at random points
@@ -15,14 +15,15 @@ the same numbers, the final checkpoints hold the same parameters, optimizer stat
 iterator state bit for bit, every start resumed from the last committed checkpoint with no fallback and
 nothing in checkpoints/corrupt (no checkpoint lost or corrupt), no process of a run is alive 10 s after it
 ended (orphans: found by parent links and session, vbanana/procs.py), and how much time the interruptions
-cost. It prints one table (docs/reliability.md holds the latest).
+cost. It prints one table (docs/reliability.md holds the latest). It journals its progress in OUT/soak.json:
+stopped, it continues where it was when run again with the same --out.
 
 Why these sizes: the quickstart model, data, batch and evaluators as they are; --steps=200 with a checkpoint
 every 20 steps and an evaluation every 25 gives each kind of interruption something to hit and keeps the
-soak at 20-25 minutes on 2 busy cores, where a restart costs about 25-35 s (imports, data workers, cached
-compiles). Every run shares one JAX compilation cache, filled first by a warm-up run of the same command
-(--compilation_cache=0: each start compiles, about 2 minutes more per restart here). log_every=1 logs every
-step's loss for the comparison.
+soak at 10-25 minutes on 2 cores, quiet to busy, where a restart costs about 12-35 s (imports, data workers,
+cached compiles). Every run shares one JAX compilation cache, filled first by a warm-up run of the same
+command (--compilation_cache=0: each start compiles, about 2 minutes more per restart here). log_every=1
+logs every step's loss for the comparison.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import os
 import pathlib
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -204,11 +206,12 @@ def wait_moment(proc, watch: Watch, event: Event, args) -> str:
   return "save" if saving else "eval" if evaluating else "step"
 
 
-def one_run(args, workdir, index: int, event: Event | None) -> Run:
+def one_run(args, workdir, index: int, event: Event | None, on_start=lambda pid: None) -> Run:
   run = Run(index, event, expected_resume=max(committed(workdir), default=None))
   log = args.out / "logs" / f"{workdir.name}_{index:02d}.log"
   t0 = time.monotonic()
   proc = start(args, workdir, log)
+  on_start(proc.pid)
   watch = Watch(workdir, proc.pid)
   if event is not None:
     run.observed = wait_moment(proc, watch, event, args)
@@ -349,6 +352,44 @@ def table(rows: list[tuple[str, str, str]]) -> str:
   return "\n".join([line(rows[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows[1:]])
 
 
+def finished(workdir: pathlib.Path, steps: int) -> bool:
+  """The run is complete: its last step trained and its final evaluation written."""
+  rows = read_rows(workdir)
+  return any(r["step"] == steps and "loss" in r for r in rows) and any(
+      r["step"] == steps and "loss" not in r for r in rows)
+
+
+class Journal:
+  """What the soak has done so far (OUT/soak.json): a soak that is itself stopped continues where it was
+  when run again with the same --out (any run it left going is waited for first)."""
+
+  def __init__(self, path: pathlib.Path):
+    self.path = path
+    self.data = json.loads(path.read_text()) if path.exists() else {}
+
+  def save(self, **changes) -> None:
+    self.data.update(changes)
+    tmp = self.path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(self.data, indent=1))
+    tmp.replace(self.path)
+
+  def runs(self, key: str) -> list[Run]:
+    def load(d):
+      d = dict(d)
+      d["event"] = Event(**d["event"]) if d.get("event") else None
+      return Run(**d)
+    return [load(d) for d in self.data.get(key, [])]
+
+
+def run_and_log(args, journal: Journal, key: str, workdir: pathlib.Path, index: int, event) -> Run:
+  def started(pid):
+    p = procs.snapshot().get(pid)
+    journal.save(current=[p.pid, p.start] if p else None)
+  run = one_run(args, workdir, index, event, on_start=started)
+  journal.save(**{key: [dataclasses.asdict(r) for r in journal.runs(key) + [run]]}, current=None)
+  return run
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("/tmp/vbanana_soak"))
@@ -362,45 +403,69 @@ def main(argv=None) -> int:
                       help="1: every run uses one JAX compilation cache, filled first by a warm-up run, so a "
                            "restart costs what it costs a preemptible job set up that way; 0: each compiles")
   args = parser.parse_args(argv)
-  seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
-  rng = random.Random(seed)
+  args.out.mkdir(parents=True, exist_ok=True)
+  journal = Journal(args.out / "soak.json")
+  settings = {k: getattr(args, k) for k in ("steps", "checkpoint_every", "eval_every", "kills", "terms",
+                                            "compilation_cache")}
+  if journal.data:
+    if journal.data["settings"] != settings or args.seed not in (None, journal.data["seed"]):
+      raise SystemExit(f"--out: {args.out} holds a soak with other settings {journal.data['settings']} "
+                       f"(seed {journal.data['seed']}); give an empty --out")
+    print(f"soak: continuing the soak in {args.out} ({len(journal.runs('runs'))} runs done)", flush=True)
+    current = journal.data.get("current")
+    if current:  # the run it left: let it finish (a SIGTERM sent with the soak's makes it save and stop)
+      left = procs.alive([procs.Proc(current[0], 0, 0, "", current[1])])
+      procs.wait_gone(left, timeout_s=600)
+      journal.save(current=None, restarts=journal.data.get("restarts", 0) + 1)
+  else:
+    for name in ("reference", "interrupted", "warmup"):
+      if (args.out / name).exists():
+        raise SystemExit(f"--out: {args.out / name} exists; give an empty --out (the soak compares fresh workdirs)")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+    journal.save(settings=settings, seed=seed, event_index=0, restarts=0)
+  seed = journal.data["seed"]
   ref_dir, soak_dir = args.out / "reference", args.out / "interrupted"
-  for d in (ref_dir, soak_dir, args.out / "warmup"):
-    if d.exists():
-      raise SystemExit(f"--out: {d} exists; give an empty --out (the soak compares fresh workdirs)")
   (args.out / "logs").mkdir(parents=True, exist_ok=True)
-  cmd = " ".join(command(args, pathlib.Path("WORKDIR")))
-  print(f"soak: seed {seed}; the command: {cmd}", flush=True)
+  print(f"soak: seed {seed}; the command: {' '.join(command(args, pathlib.Path('WORKDIR')))}", flush=True)
   t0 = time.monotonic()
   build_data(args)
-  print(f"soak: data ready in {time.monotonic() - t0:.0f} s", flush=True)
 
-  warm = None
-  if args.compilation_cache:  # the same command until its first evaluation has run: every compile cached
-    warm = one_run(args, args.out / "warmup", 0, Event("warmup", args.eval_every, 0.0))
+  if args.compilation_cache and not journal.runs("warm"):  # the same command up to its first evaluation
+    shutil.rmtree(args.out / "warmup", ignore_errors=True)
+    warm = run_and_log(args, journal, "warm", args.out / "warmup", 0, Event("warmup", args.eval_every, 0.0))
     print(f"soak: compilation cache filled in {warm.wall_s:.0f} s", flush=True)
-  ref = one_run(args, ref_dir, 0, None)
-  print(f"soak: reference run {ref.wall_s:.0f} s, exit {ref.returncode}", flush=True)
-  if ref.returncode != 0:
-    raise SystemExit(f"the reference run failed: see {args.out / 'logs'}")
+  while not journal.runs("ref"):  # uninterrupted: a reference that something else stopped is done again
+    shutil.rmtree(ref_dir, ignore_errors=True)
+    ref = run_and_log(args, journal, "ref", ref_dir, 0, None)
+    print(f"soak: reference run {ref.wall_s:.0f} s, exit {ref.returncode}", flush=True)
+    if ref.returncode != 0 or not finished(ref_dir, args.steps):
+      journal.save(ref=[])
+      if ref.returncode not in (0, -signal.SIGTERM):
+        raise SystemExit(f"the reference run failed: see {args.out / 'logs'}")
+  ref = journal.runs("ref")[0]
 
-  runs: list[Run] = []
-  crashes = []  # runs that ended by themselves with an error: restarted like a kill, at most 3 in a row
-  for event in plan(args, rng) + [None]:
-    while True:
-      run = one_run(args, soak_dir, len(runs) + 1, event)
-      runs.append(run)
-      label = f"{event.kind} at step >= {event.target}" if event else "to the end"
-      print(f"soak: run {run.index:2d} [{label}]: {run.observed or '-'} at step {run.at_step}, exit "
-            f"{run.returncode}, resumed from {run.resumed_from}, {run.wall_s:.0f} s, orphans {len(run.orphans)}",
-            flush=True)
-      if run.returncode in (0, -signal.SIGKILL) or run.observed:
-        break
-      crashes.append(f"run {run.index} exit {run.returncode}")
-      if len(crashes) >= 3 and all(r.returncode not in (0, -signal.SIGKILL) for r in runs[-3:]):
-        raise SystemExit(f"3 runs in a row failed by themselves: see {args.out / 'logs'}")
-    if run.returncode == 0 and not (event and event.kind == "term" and run.observed):
-      break  # finished (an event whose moment never came leaves the later ones nothing to hit)
+  events = plan(args, random.Random(seed)) + [None]
+  unplanned = journal.data.get("unplanned", [])  # runs that ended without our signal, before the end
+  while journal.data["event_index"] < len(events):
+    event = events[journal.data["event_index"]]
+    runs = journal.runs("runs")
+    run = run_and_log(args, journal, "runs", soak_dir, len(runs) + 1, event)
+    label = f"{event.kind} at step >= {event.target}" if event else "to the end"
+    print(f"soak: run {run.index:2d} [{label}]: {run.observed or '-'} at step {run.at_step}, exit "
+          f"{run.returncode}, resumed from {run.resumed_from}, {run.wall_s:.0f} s, orphans {len(run.orphans)}",
+          flush=True)
+    if finished(soak_dir, args.steps):
+      break  # (an event whose moment never came leaves the later ones nothing to hit)
+    if run.observed:
+      journal.save(event_index=journal.data["event_index"] + 1)
+      continue
+    # It ended by itself, or something else stopped it: started again the same way, the same event ahead.
+    unplanned.append(f"run {run.index} exit {run.returncode}")
+    journal.save(unplanned=unplanned)
+    if sum(r.returncode not in (0, -signal.SIGTERM) and not r.observed for r in journal.runs("runs")[-3:]) == 3:
+      raise SystemExit(f"3 runs in a row failed by themselves: see {args.out / 'logs'}")
+  runs = journal.runs("runs")
+  warm = (journal.runs("warm") or [None])[0]
 
   # Checks.
   n, bad, max_diff, ne, bad_e, missing_evals, never = compare_rows(read_rows(ref_dir), read_rows(soak_dir))
@@ -428,8 +493,9 @@ def main(argv=None) -> int:
       ("interruptions", f"{len(kills)} SIGKILL (" + ", ".join(f"{observed[k]} {KIND_NAMES[k]}" for k in KILL_KINDS)
        + f"), {len(terms)} SIGTERM; {len(runs)} starts of the same command", ok(len(kills) == args.kills and
                                                                                   len(terms) == args.terms)),
-      ("unplanned ends", f"{len(crashes)} runs ended by themselves with an error (restarted the same way) "
-       f"{crashes}", ok(not crashes)),
+      ("unplanned ends", f"{len(unplanned)} runs stopped by something else (another job's SIGTERM, a crash) and "
+       f"started again the same way {unplanned[:4]}; restarts of the soak itself: {journal.data['restarts']}",
+       "-"),
       ("logged train losses", f"{n - bad} of {n} rows equal the reference's (redone steps included; "
        f"max |loss diff| {max_diff:.1e}); steps never logged: {len(never)}", ok(bad == 0 and not never)),
       ("logged evaluations", f"{ne - bad_e} of {ne} equal; cut by a kill and not run again: "
@@ -445,11 +511,10 @@ def main(argv=None) -> int:
        f"restarts {total - ref.wall_s:.0f} s ({(total - ref.wall_s) / max(len(runs) - 1, 1):.0f} s per restart; "
        f"start to first step {sum(startups) / max(len(startups), 1):.0f} s on average)", "-"),
   ]
-  print(f"\nsoak: seed {seed}, {time.monotonic() - t0:.0f} s in all; "
+  print(f"\nsoak: seed {seed}, {time.monotonic() - t0:.0f} s in this invocation; "
         f"python scripts/soak.py --steps={args.steps} --checkpoint_every={args.checkpoint_every} "
         f"--eval_every={args.eval_every} --kills={args.kills} --terms={args.terms} --seed={seed}\n")
   print(table(rows), flush=True)
-  (args.out / "runs.json").write_text(json.dumps([dataclasses.asdict(r) for r in [ref] + runs], indent=1))
   return 0 if all(r[2] != "NO" for r in rows[1:]) else 1
 
 

@@ -158,3 +158,16 @@ def test_load_params_only(tmp_path):
   assert_trees_equal(params, state["params"])
   with pytest.raises(FileNotFoundError, match="init_from"):
     checkpoint.load_params(str(tmp_path / "nothing"), target)
+
+
+def test_a_relative_workdir_saves_and_restores(tmp_path, monkeypatch):
+  """`--workdir=runs/x` (the README's form): Orbax refuses relative paths, so the workdir is made absolute."""
+  monkeypatch.chdir(tmp_path)
+  mesh = mesh_of((2, 2, 2))
+  ckpt = checkpoint.Checkpointer("runs/relative", async_save=True)
+  assert ckpt.save(3, make_state(mesh, 3), force=True)
+  ckpt.close()
+  assert (tmp_path / "runs" / "relative" / "checkpoints" / "3").is_dir()
+  restored, step = checkpoint.Checkpointer("runs/relative").restore(abstract_on(make_state(mesh), mesh))
+  assert step == 3
+  assert_trees_equal(restored, make_state(mesh, 3))

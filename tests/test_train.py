@@ -93,3 +93,34 @@ def test_corrupt_latest_checkpoint_falls_back(reference_run, scenes_dir, tmp_pat
   assert 8 in checkpoints(workdir)  # retrained from 6 and saved 8 again
   want, got = losses(reference_run), losses(workdir)
   np.testing.assert_allclose(got[7], want[7], rtol=1e-6)
+
+
+def test_an_evaluation_cut_short_after_its_checkpoint_is_run_on_resume(reference_run, scenes_dir, tmp_path):
+  """A run killed during the evaluation of step 4, after checkpoint 4 committed: its metrics have step 4's
+  train row but no evaluation row, and the latest checkpoint is 4. Started again, it evaluates step 4 first,
+  once, then trains on (no other evaluation is due: eval_every=4 and no final one)."""
+  import json
+  import shutil
+  from vbanana import train
+  workdir = tmp_path / "cut_eval"
+  shutil.copytree(reference_run, workdir)
+  for step in (6, 8):
+    shutil.rmtree(workdir / "checkpoints" / str(step))
+  rows = [r for r in metrics_writer.read_metrics(str(workdir)) if r["step"] <= 4]
+  (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  config = config_lib.read_config(str(reference_run))
+  config.train.eval_every = 4
+  config.evals = {"depth": dict(type="depth", split="validation", limit=4, steps=2)}
+  train.train_and_evaluate(config, str(workdir))
+  evals = [row for row in metrics_writer.read_metrics(str(workdir)) if "depth/num_examples" in row]
+  assert [row["step"] for row in evals] == [4]
+  np.testing.assert_allclose(losses(workdir)[8], losses(reference_run)[8], rtol=1e-6)
+  # Started once more, the finished run neither trains nor evaluates again.
+  config.train.eval_at_end = True
+  config.evals = {"depth": dict(type="depth", split="validation", limit=4, steps=2)}
+  before = len(metrics_writer.read_metrics(str(workdir)))
+  train.train_and_evaluate(config, str(workdir))
+  after = metrics_writer.read_metrics(str(workdir))
+  assert [r["step"] for r in after[before:] if "depth/num_examples" in r] == [8]  # its final one, not logged yet
+  train.train_and_evaluate(config, str(workdir))
+  assert len(metrics_writer.read_metrics(str(workdir))) == len(after)

@@ -83,14 +83,15 @@ class Report:
 # ----------------------------------------------------------------------------------------------------------
 # Abstract inputs: shapes and shardings only; nothing is allocated.
 # ----------------------------------------------------------------------------------------------------------
-def batch_layout(model_cfg, batch_size: int) -> dict[str, tuple[tuple[int, ...], str]]:
-  """name -> (shape, dtype) of a training batch (docs/interfaces.md, 'Batch'; vbanana.data.pipeline.to_arrays
-  writes the same rows)."""
-  s, k = model_cfg.image_size, model_cfg.max_inputs
+def batch_layout(model_cfg, batch_size: int, shape: tuple[int, int] | None = None
+                 ) -> dict[str, tuple[tuple[int, ...], str]]:
+  """name -> (shape, dtype) of a training batch of images `shape` (H, W; default the model's first, the
+  square without buckets) (docs/interfaces.md, 'Batch'; vbanana.data.pipeline.to_arrays writes the same rows)."""
+  (h, w), k = shape or model_cfg.shapes[0], model_cfg.max_inputs
   return dict(text=((batch_size, model_cfg.text_len), "int32"),
-              inputs=((batch_size, k, s, s, model_cfg.channels), "uint8"),
+              inputs=((batch_size, k, h, w, model_cfg.channels), "uint8"),
               input_mask=((batch_size, k), "bool"),
-              target=((batch_size, s, s, model_cfg.channels), "uint8"),
+              target=((batch_size, h, w, model_cfg.channels), "uint8"),
               task=((batch_size,), "int32"))
 
 
@@ -183,27 +184,32 @@ def check(config, topology: str, *, programs: Sequence[str] = ("train", "sample"
   data = parallel.batch_sharding(mesh, rules)
   rows = []
 
+  # One program per aspect-ratio bucket (a model without buckets has one shape, the square). FLOPs are
+  # counted at the token budget, which every bucket stays within.
+  shapes = model_cfg.shapes
+  where = (lambda shape: f" {shape[0]}x{shape[1]}") if len(shapes) > 1 else (lambda shape: "")
   if "train" in programs:
     batch_size = int(config.data.global_batch)
-    batch = _abstract(batch_layout(model_cfg, batch_size), data)
     train_step = step_lib.make_train_step(graphdef, model_cfg, config.flow, optim_cfg, mesh, rules)
-    rows.append(_compile("train step", lambda: train_step.lower(state, batch),
-                         flops_lib.train_flops_per_example(model_cfg) * batch_size,
-                         flops_lib.hardware_train_flops(model_cfg) * batch_size, options))
+    for shape in shapes:
+      batch = _abstract(batch_layout(model_cfg, batch_size, shape), data)
+      rows.append(_compile("train step" + where(shape), lambda batch=batch: train_step.lower(state, batch),
+                           flops_lib.train_flops_per_example(model_cfg) * batch_size,
+                           flops_lib.hardware_train_flops(model_cfg) * batch_size, options))
 
-  if "sample" in programs:
+  for shape in (shapes if "sample" in programs else ()):
     for name, (steps, method, text_scale, image_scale, batch_size) in _sampler_specs(config):
       fn = step_lib.make_sample_fn(graphdef, model_cfg, mesh, rules, steps=steps, method=method,
                                    text_scale=text_scale, image_scale=image_scale,
                                    prediction=config.flow.get("prediction", "v"))
-      layout = batch_layout(model_cfg, batch_size)
+      layout = batch_layout(model_cfg, batch_size, shape)
       inputs = _abstract({k: layout[k] for k in ("text", "inputs", "input_mask")}, data)
       noise = jax.ShapeDtypeStruct(layout["target"][0], "float32", sharding=data)
       passes = 1 if text_scale == image_scale == 1.0 else (2 if image_scale == 1.0 else 3)
       sample_flops = flops_lib.sample_flops(model_cfg, steps, method, passes) * batch_size
       lower = lambda fn=fn, inputs=inputs, noise=noise: jax.jit(fn).lower(
           state["ema_params"], noise, inputs["text"], inputs["inputs"], inputs["input_mask"])
-      label = f"sample ({name}: {steps} {method} steps" + (
+      label = f"sample{where(shape)} ({name}: {steps} {method} steps" + (
           f", guidance {text_scale:g}/{image_scale:g})" if passes > 1 else ")")
       rows.append(_compile(label, lower, sample_flops, sample_flops, options))
   return Report(config_name=config_name, target=target, rows=rows, min_headroom=min_headroom)

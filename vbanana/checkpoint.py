@@ -41,7 +41,9 @@ class NoValidCheckpointError(RuntimeError):
 
 
 def checkpoint_dir(workdir: str) -> epath.Path:
-  return epath.Path(workdir) / "checkpoints"
+  """workdir/checkpoints, a local workdir made absolute (Orbax refuses a relative path when it saves)."""
+  workdir = os.fspath(workdir)
+  return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir)) / "checkpoints"
 
 
 def abstract_like(tree: Any) -> Any:

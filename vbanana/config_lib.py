@@ -168,8 +168,33 @@ def scenes_components(data_dir: str, resolution: int, weights: dict[str, float],
   return {task: dict(source=dict(source), task=task, weight=float(w)) for task, w in weights.items()}
 
 
+def set_aspect_ratios(c: ml_collections.ConfigDict, ratios: str) -> None:
+  """Trains `c` at aspect-ratio buckets: `ratios` names them ('3:4+1:1+4:3', width:height, '+' between),
+  each at the token budget of the square data.resolution (vbanana.aspect). Sets data.shapes (the model
+  follows it) and renders the built-in scenes with cameras of those shapes. An empty string: squares."""
+  from vbanana import aspect  # pylint: disable=g-import-not-at-top
+  if not ratios:
+    return
+  patch_size = c.model.get("patch_size") or model_config(c).patch_size  # set, or the size's default
+  try:
+    shapes = aspect.shapes_at_budget(c.data.resolution, patch_size, [r for r in ratios.split("+") if r.strip()])
+  except (ValueError, ZeroDivisionError) as e:
+    raise ValueError(f"Config argument 'aspect'={ratios!r}: expected width:height ratios joined by '+', such "
+                     f"as 3:4+1:1+4:3 ({e})") from None
+  c.data.shapes = [list(s) for s in shapes]
+  for comp in c.data.components.values():
+    if comp.source.get("kind") == "scenes":
+      comp.source.shapes = [list(s) for s in shapes]
+
+
 # Model fields that are the data's layout: config.data decides them, the model config records them.
-_LAYOUT_FIELDS = (("image_size", "resolution"), ("text_len", "text_length"), ("max_inputs", "max_inputs"))
+_LAYOUT_FIELDS = (("image_size", "resolution"), ("text_len", "text_length"), ("max_inputs", "max_inputs"),
+                  ("image_shapes", "shapes"))
+
+
+def _layout(value):
+  """Lists and tuples compare equal (a ConfigDict keeps what the config file wrote)."""
+  return tuple(_layout(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def model_config(config: ml_collections.ConfigDict):
@@ -183,7 +208,9 @@ def model_config(config: ml_collections.ConfigDict):
   for model_field, data_field in _LAYOUT_FIELDS:
     if data_field not in data:
       continue
-    if model_field in overrides and overrides[model_field] != data[data_field]:
+    if data[data_field] is None:
+      continue
+    if model_field in overrides and _layout(overrides[model_field]) != _layout(data[data_field]):
       raise ValueError(f"config.model.{model_field}={overrides[model_field]!r} disagrees with "
                        f"config.data.{data_field}={data[data_field]!r}; set one (config.data decides the layout)")
     overrides[model_field] = data[data_field]
@@ -251,8 +278,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.sharding_rules = default_rules()
   c.flow = ml_collections.ConfigDict()
   c.optim = ml_collections.ConfigDict()
+  # shapes: aspect-ratio buckets [[H, W], ...] (set_aspect_ratios); None = square images of data.resolution.
   c.data = ml_collections.ConfigDict(dict(resolution=32, text_length=224, max_inputs=1, global_batch=32,
-                                          num_workers=0, seed=0, components={}))
+                                          num_workers=0, seed=0, components={}, shapes=None))
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, log_every=50, eval_every=0, eval_at_end=True, tensorboard=True,
       peak_flops_per_device=0.0))  # 0: measured by a matmul at start

@@ -141,13 +141,13 @@ class Evaluator:
     self.sample_fn = step_lib.make_sample_fn(graphdef, model_cfg, mesh, rules, steps=spec.steps,
                                              method=spec.sampler, text_scale=spec.text_scale,
                                              image_scale=spec.image_scale, prediction=self.prediction)
-    shape = (model_cfg.image_size, model_cfg.image_size, model_cfg.channels)
     key = jax.random.key(spec.seed)
 
-    def noise(indices):  # per example: the same noise whatever the batch, mesh or process count
+    def noise(indices, shape):  # per example: the same noise whatever the batch, mesh or process count
       return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), shape, jnp.float32))(indices)
 
-    self.noise_fn = jax.jit(noise, out_shardings=self.data_sharding)
+    # One program per image shape (aspect-ratio bucket) of the batches.
+    self.noise_fn = jax.jit(noise, static_argnums=1, out_shardings=self.data_sharding)
     self.to_uint8 = jax.jit(flow.to_uint8, out_shardings=self.data_sharding)
 
   def batches(self):
@@ -164,7 +164,8 @@ class Evaluator:
     if "text_embeddings" in batch:
       extra["text_embeddings"] = _global_array(batch["text_embeddings"], self.data_sharding)
     with jax.set_mesh(self.mesh):
-      x0 = self.sample_fn(params, self.noise_fn(indices), arrays["text"], arrays["inputs"],
+      x0 = self.sample_fn(params, self.noise_fn(indices, tuple(batch["target"].shape[1:])), arrays["text"],
+                          arrays["inputs"],
                           arrays["input_mask"], **extra)
       return _to_host(self.to_uint8(x0))
 
@@ -180,7 +181,10 @@ class Evaluator:
         rgb = generated[row]
         update_accumulator(task, accumulator, rgb, example)
         if len(tiles) < 3 * self.spec.num_images:
-          tiles += _grid_row(batch, row, rgb)
+          row_tiles = _grid_row(batch, row, rgb)
+          if tiles:  # batches of other aspect-ratio buckets: shown at the first one's shape
+            row_tiles = [resize_nearest(t, *tiles[0].shape[:2]) for t in row_tiles]
+          tiles += row_tiles
       if quality is not None and examples:
         quality.update(generated[:len(examples)], batch["target"][:len(examples)], examples)
       count += len(examples)
@@ -363,7 +367,7 @@ def follow(config, workdir: str, *, poll_seconds: float = 10.0, timeout_seconds:
   try:
     while max(done, default=-1) < final:
       pending = [s for s in _checkpoint_steps(ckpt_dir) if s not in done]
-      step = _agree(pending[0] if pending else -1)  # oldest first; every process takes process 0's view
+      step = agree(pending[0] if pending else -1)  # oldest first; every process takes process 0's view
       if step < 0:
         if timeout_seconds is not None and time.monotonic() - last_progress > timeout_seconds:
           logging.warning("No new checkpoint in %s for %.0fs; stopping before the final step %d.", ckpt_dir,
@@ -395,7 +399,7 @@ def follow(config, workdir: str, *, poll_seconds: float = 10.0, timeout_seconds:
   return evaluated
 
 
-def _agree(value: int) -> int:
+def agree(value: int) -> int:
   """Process 0's value on every process (file listings can differ between hosts for a moment)."""
   if jax.process_count() == 1:
     return int(value)

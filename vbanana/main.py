@@ -75,6 +75,11 @@ def main(argv):
   config_file = (config_flags.get_config_filename(flags.FLAGS["config"]) or "").partition(":")[0]
   if not config_file or not os.path.exists(config_file):
     raise app.UsageError(f"--config: no config file at {config_file!r} (expected configs/NAME.py[:ARGS])")
+  if "bench" in _CONFIG.value:  # configs/eval_paper.py: the paper's benchmarks, not a training workdir
+    if _MODE.value != "eval":
+      raise app.UsageError(f"--config={config_file} runs benchmarks: use --mode=eval")
+    from vbanana.bench import runner  # pylint: disable=g-import-not-at-top
+    raise SystemExit(runner.main_from_config(_CONFIG.value, _WORKDIR.value))
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
   initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
@@ -99,5 +104,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir"])
   app.run(main, flags_parser=parse_flags)

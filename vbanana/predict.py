@@ -10,9 +10,11 @@ r"""Run a trained vbanana model on your own images: one image (or a folder) in, 
 segment: sphere, box, cylinder or cone; default sphere), referring (needs --prompt, the referring
 expression), generate (needs --prompt, the caption; no --input), edit (needs --prompt, the instruction).
 
-Image sizes: every input is resized (bicubic) to the model's square resolution, and every prediction is
-resized back to the input's size: depth and normals bilinearly (normals renormalised), masks by nearest
-neighbour, edited images bicubically. No tiling: the model sees the whole image at once, as in training.
+Image sizes: every photo keeps its aspect ratio. It is resized (bicubic) to the model's aspect-ratio bucket
+nearest its own (a model trained on squares has one: the square; --resize=native runs the photo's own ratio
+at the model's token budget, --resize=square squashes every photo to the square), and every prediction is
+resized back to the photo's own size: depth and normals bilinearly (normals renormalised), masks by
+nearest neighbour, edited images bicubically. No tiling: the model sees the whole image at once.
 Grayscale, palette and RGBA images are converted to RGB (alpha dropped), with a note on stderr.
 
 Outputs, for an input NAME.ext (in --out):
@@ -218,21 +220,64 @@ def _jit_sampler(loaded: Loaded, *, steps: int, method: str, text_scale: float, 
 
 
 def generate(loaded: Loaded, sampler, instructions: Sequence[str], inputs: Sequence[Sequence[np.ndarray]],
-             seed: int = 0) -> np.ndarray:
-  """uint8 (B, R, R, 3) images for B (instruction, input images) requests; images already at resolution R."""
+             seed: int = 0, shape: tuple[int, int] | None = None) -> np.ndarray:
+  """uint8 (B, H, W, 3) images for B (instruction, input images) requests; input images already at the
+  output's shape (H, W): theirs, else `shape`, else the model's square."""
   import jax  # pylint: disable=g-import-not-at-top
   from vbanana.model import text as text_lib  # pylint: disable=g-import-not-at-top
-  res, k = model_resolution(loaded.config), max_inputs(loaded.config)
+  k = max_inputs(loaded.config)
+  given = [im for images in inputs for im in images[:k]]
+  h, w = (given[0].shape[:2] if given else shape or (model_resolution(loaded.config),) * 2)
   b = len(instructions)
-  slots = np.zeros((b, k, res, res, 3), np.float32)
+  slots = np.zeros((b, k, h, w, 3), np.float32)
   mask = np.zeros((b, k), bool)
   for i, images in enumerate(inputs):
     for j, image in enumerate(images[:k]):
       slots[i, j] = image.astype(np.float32) / 127.5 - 1.0
       mask[i, j] = True
   text = np.asarray(text_lib.tokenize(list(instructions), text_length(loaded.config)), np.int32)
-  noise = jax.random.normal(jax.random.key(seed), (b, res, res, 3), np.float32)
+  noise = jax.random.normal(jax.random.key(seed), (b, h, w, 3), np.float32)
   return np.asarray(sampler(noise, text, slots, mask))
+
+
+def predict_rgb(loaded: Loaded, sampler, instructions: Sequence[str], images: Sequence[np.ndarray],
+                seed: int = 0, resize: str = "bucket") -> list[np.ndarray]:
+  """The model's uint8 RGB output for each (instruction, photo) request, at the shape the model ran it
+  (`model_shape(config, photo shape, resize)`). Photos may have any size and aspect ratio; requests of the
+  same model shape share one batch. Decode the output with the task module, then bring the decoded values
+  to the photo's size with `resize_values` (what `write_prediction` and the benchmark evaluators do)."""
+  out: list[np.ndarray | None] = [None] * len(images)
+  groups: dict[tuple[int, int], list[int]] = {}
+  for i, image in enumerate(images):
+    groups.setdefault(model_shape(loaded.config, image.shape[:2], resize), []).append(i)
+  for shape, rows in groups.items():
+    rgbs = generate(loaded, sampler, [instructions[i] for i in rows],
+                    [[resize_rgb(images[i], shape)] for i in rows], seed + rows[0])
+    for i, rgb in zip(rows, rgbs):
+      out[i] = rgb
+  return out
+
+
+RESIZE_MODES = ("bucket", "square", "native")
+
+
+def model_shape(cfg, image_shape: tuple[int, int], resize: str = "bucket") -> tuple[int, int]:
+  """The (H, W) the model runs a photo of `image_shape` at.
+
+  'bucket' (the default): the model's aspect-ratio bucket nearest the photo's (a model trained on squares
+  has one bucket, the square). 'square': the square image_size, whatever the photo (the old squash).
+  'native': the grid at the model's token budget nearest the photo's own aspect ratio (vbanana.aspect), a
+  shape the model may never have trained at."""
+  from vbanana import aspect  # pylint: disable=g-import-not-at-top
+  if resize == "square":
+    return cfg.image_size, cfg.image_size
+  if resize == "native":
+    h, w = image_shape
+    return aspect.shape_at_budget(cfg.image_size, cfg.patch_size,
+                                  min(max(w / h, aspect.MIN_RATIO), aspect.MAX_RATIO))
+  if resize != "bucket":
+    raise UserError(f"--resize: expected one of {', '.join(RESIZE_MODES)}, got '{resize}'")
+  return aspect.nearest(image_shape, cfg.shapes)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -275,11 +320,13 @@ def instance_class(prompt: str | None) -> int:
   return scenes.SHAPE_CLASS[name]
 
 
-def make_request(task: str, image: np.ndarray | None, prompt: str | None, res: int, key: str):
-  """The TaskExample (instruction, inputs, decode_args) for one request at the model's resolution."""
+def make_request(task: str, image: np.ndarray | None, prompt: str | None, res, key: str):
+  """The TaskExample (instruction, inputs, decode_args) for one request of an image already at the model's
+  shape (`res`: a side, or (H, W), gives the shape when there is no image)."""
   from vbanana import tasks  # pylint: disable=g-import-not-at-top
   if image is None:
-    image = np.zeros((res, res, 3), np.uint8)
+    h, w = (res, res) if isinstance(res, int) else res
+    image = np.zeros((h, w, 3), np.uint8)
   sample = request_sample(image, prompt, key)
   if task == "instance":
     wanted = instance_class(prompt)
@@ -450,8 +497,12 @@ def mask_legend(task: str, ids: np.ndarray, palette: np.ndarray, example) -> dic
 def run(checkpoint: str, task: str, out: str, input_path: str | None = None, prompt: str | None = None,
         steps: int | None = None, batch_size: int = 8, num_samples: int = 4, seed: int = 0,
         guidance: float | None = None, method: str = "euler", loaded: Loaded | None = None,
-        progress: bool = True) -> list[str]:
+        progress: bool = True, resize: str = "bucket", aspect_ratio: str | None = None) -> list[str]:
   """Everything the command does; returns the paths written. Raises UserError for a user's mistake."""
+  if resize not in RESIZE_MODES:
+    raise UserError(f"--resize: expected one of {', '.join(RESIZE_MODES)}, got '{resize}'")
+  if aspect_ratio and task != "generate":
+    raise UserError("--aspect_ratio is for --task=generate; other tasks keep each photo's aspect ratio")
   if task not in TASKS:
     raise UserError(f"--task: unknown task '{task}'; expected one of {', '.join(TASKS)}")
   if task == "instance":
@@ -469,15 +520,24 @@ def run(checkpoint: str, task: str, out: str, input_path: str | None = None, pro
   steps = steps or DEFAULT_STEPS.get(name, DEFAULT_PERCEPTION_STEPS)
   if guidance is None:
     guidance = 2.0 if name in ("generation", "editing") else 1.0
+  ratio = None
+  if aspect_ratio:
+    from vbanana import aspect  # pylint: disable=g-import-not-at-top
+    try:
+      ratio = aspect.parse_ratio(aspect_ratio)
+    except (ValueError, ZeroDivisionError):
+      raise UserError(f"--aspect_ratio: expected width:height such as 4:3, or a number, got '{aspect_ratio}'"
+                      ) from None
   loaded = loaded or load(checkpoint)
-  res = model_resolution(loaded.config)
   sampler = make_sampler(loaded, steps=steps, method=method, text_scale=guidance)
   os.makedirs(out, exist_ok=True)
   written = []
 
   if name == "generation":
-    example = make_request(name, None, prompt, res, "prompt")
-    images = generate(loaded, sampler, [example.instruction] * num_samples, [[]] * num_samples, seed)
+    # A picture of the asked aspect ratio, as `resize` would bring a photo of that ratio.
+    shape = model_shape(loaded.config, (1000, round(1000 * ratio)) if ratio else (1, 1), resize)
+    example = make_request(name, None, prompt, shape, "prompt")
+    images = generate(loaded, sampler, [example.instruction] * num_samples, [[]] * num_samples, seed, shape)
     for i, image in enumerate(images):
       path = os.path.join(out, f"generated_{i:03d}.png")
       Image.fromarray(image).save(path)
@@ -493,9 +553,17 @@ def run(checkpoint: str, task: str, out: str, input_path: str | None = None, pro
     images = [read_image(f, notes) for f in chunk]
     for note in notes:
       print(note, file=sys.stderr)
-    examples = [make_request(name, resize_rgb(im, (res, res)), prompt, res, f) for im, f in zip(images, chunk)]
-    rgbs = generate(loaded, sampler, [e.instruction for e in examples], [e.inputs for e in examples],
-                    seed + start)
+    # Each photo at the model shape for its aspect ratio (`model_shape`); one forward pass per shape.
+    shapes = [model_shape(loaded.config, im.shape[:2], resize) for im in images]
+    examples = [make_request(name, resize_rgb(im, shape), prompt, shape, f)
+                for im, shape, f in zip(images, shapes, chunk)]
+    rgbs: list[np.ndarray | None] = [None] * len(chunk)
+    for shape in dict.fromkeys(shapes):
+      rows = [i for i, s in enumerate(shapes) if s == shape]
+      generated = generate(loaded, sampler, [examples[i].instruction for i in rows],
+                           [examples[i].inputs for i in rows], seed + start + rows[0])
+      for i, rgb in zip(rows, generated):
+        rgbs[i] = rgb
     for f, image, rgb, example in zip(chunk, images, rgbs, examples):
       stem = os.path.splitext(os.path.basename(f))[0]
       written += write_prediction(name, out, stem, image, rgb, example)
@@ -526,6 +594,11 @@ def _parser():
   p.add_argument("--guidance", type=float, help="classifier-free guidance on the instruction (default 1 "
                  "for perception, 2 for generate and edit)")
   p.add_argument("--method", default="euler", choices=("euler", "heun"), help="sampler")
+  p.add_argument("--resize", default="bucket", choices=RESIZE_MODES,
+                 help="the shape the model sees a photo at: 'bucket' = the model's aspect-ratio bucket nearest "
+                 "the photo's (default), 'square' = squashed to the square, 'native' = the photo's own aspect "
+                 "ratio at the model's token budget; outputs always come back at the photo's size")
+  p.add_argument("--aspect_ratio", help="--task=generate: width:height of the images (e.g. 4:3; default 1:1)")
   p.add_argument("--seed", type=int, default=0)
   return p
 
@@ -534,7 +607,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     args = _parser().parse_args(argv)
     written = run(args.checkpoint, args.task, args.out, args.input, args.prompt, args.steps, args.batch_size,
-                  args.num_samples, args.seed, args.guidance, args.method)
+                  args.num_samples, args.seed, args.guidance, args.method, resize=args.resize,
+                  aspect_ratio=args.aspect_ratio)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

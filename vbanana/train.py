@@ -4,6 +4,8 @@ evaluators, loop. Called by `vbanana.main`; everything it does is decided by the
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from typing import Any
 
@@ -143,6 +145,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, final_ev
                  steps_per_s, _hms(eta))
     pending, data_wait, t_last, step_last = [], 0.0, now, step
 
+  # An evaluation that a kill or preemption cut short after its step's checkpoint committed: the restored
+  # run starts past it, so it is run here, once (metrics.jsonl has no evaluation row of that step).
+  if (restored is not None and eval_every and first_step % eval_every == 0 and first_step < total_steps
+      and not evaluation_logged(workdir, first_step)):
+    logging.info("The evaluation of step %d did not finish before the run stopped: running it now", first_step)
+    run_evals(first_step)
+
   with jax.set_mesh(mesh):
     while step < total_steps:
       state, metrics = train_step(state, batch)
@@ -171,12 +180,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, final_ev
 
   ckpt.wait()
   if step == total_steps and (final_eval or (final_eval is None and tcfg.get("eval_at_end", True))):
-    run_evals(step)
+    # A finished run started again evaluates only if its final evaluation is not logged yet.
+    if step != first_step or not evaluation_logged(workdir, step):
+      run_evals(step)
   ckpt.close()
   writer.flush()
   writer.close()
   preempted.restore_handlers()
   return state
+
+
+def evaluation_logged(workdir: str, step: int) -> bool:
+  """Whether DIR/metrics.jsonl holds the evaluation of `step` (its evaluators' `<name>/num_examples`), as
+  process 0 sees it (the file is process 0's), on every process."""
+  from vbanana import evaluate  # pylint: disable=g-import-not-at-top
+  found = False
+  path = os.path.join(workdir, "metrics.jsonl")
+  if jax.process_index() == 0 and os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+          continue
+        if row.get("step") == step and any(k.endswith("/num_examples") for k in row):
+          found = True
+  return bool(evaluate.agree(int(found)))
 
 
 def make_mesh(parallel, mesh_cfg):

@@ -29,27 +29,37 @@ _SWAP = {"left": "right", "right": "left", "leftmost": "rightmost", "rightmost":
 # Array-level operations.
 
 
-def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
-  """uint8 (H, W, 3) -> uint8 (size, size, 3), antialiased bilinear."""
-  if image.shape[:2] == (size, size):
+def hw(size) -> tuple[int, int]:
+  """A target size: an int side (a square) or (H, W)."""
+  if isinstance(size, (int, np.integer)):
+    return int(size), int(size)
+  return int(size[0]), int(size[1])
+
+
+def resize_rgb(image: np.ndarray, size) -> np.ndarray:
+  """uint8 (H, W, 3) -> uint8 at `size` (a side, or (H, W)), antialiased bilinear."""
+  h, w = hw(size)
+  if image.shape[:2] == (h, w):
     return image
-  return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+  return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
 
-def resize_nearest(labels: np.ndarray, size: int) -> np.ndarray:
-  """Any (H, W, ...) array -> (size, size, ...) by nearest neighbour (pixel centres)."""
+def resize_nearest(labels: np.ndarray, size) -> np.ndarray:
+  """Any (H, W, ...) array -> `size` (a side, or (H, W)) by nearest neighbour (pixel centres)."""
+  out_h, out_w = hw(size)
   h, w = labels.shape[:2]
-  rows = np.minimum(((np.arange(size) + 0.5) * h / size).astype(np.int64), h - 1)
-  cols = np.minimum(((np.arange(size) + 0.5) * w / size).astype(np.int64), w - 1)
+  rows = np.minimum(((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
+  cols = np.minimum(((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
   return labels[rows[:, None], cols[None, :]]
 
 
-def _resize_float(channel: np.ndarray, size: int) -> np.ndarray:
+def _resize_float(channel: np.ndarray, size) -> np.ndarray:
+  h, w = hw(size)
   image = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32))
-  return np.asarray(image.resize((size, size), Image.BILINEAR), dtype=np.float32)
+  return np.asarray(image.resize((w, h), Image.BILINEAR), dtype=np.float32)
 
 
-def resize_masked(values: np.ndarray, valid: np.ndarray, size: int, min_coverage: float = 0.5):
+def resize_masked(values: np.ndarray, valid: np.ndarray, size, min_coverage: float = 0.5):
   """Resizes (H, W) or (H, W, C) floats averaging only `valid` pixels.
 
   Returns (resized values, resized valid mask); an output pixel is valid when at least `min_coverage` of
@@ -74,15 +84,15 @@ def normals_valid(normals: np.ndarray) -> np.ndarray:
   return np.all(np.isfinite(normals), -1) & (np.sum(np.nan_to_num(normals) ** 2, -1) > 1e-6)
 
 
-def resize_depth(depth: np.ndarray, size: int) -> np.ndarray:
-  if depth.shape[:2] == (size, size):
+def resize_depth(depth: np.ndarray, size) -> np.ndarray:
+  if depth.shape[:2] == hw(size):
     return depth
   out, _ = resize_masked(depth, depth_valid(depth), size)
   return out
 
 
-def resize_normals(normals: np.ndarray, size: int) -> np.ndarray:
-  if normals.shape[:2] == (size, size):
+def resize_normals(normals: np.ndarray, size) -> np.ndarray:
+  if normals.shape[:2] == hw(size):
     return normals
   out, valid = resize_masked(normals, normals_valid(normals), size)
   norm = np.linalg.norm(np.nan_to_num(out), axis=-1, keepdims=True)
@@ -104,33 +114,57 @@ def swap_left_right(text: str) -> str:
 # Sample-level operations (a raw sample is a dict, see docs/interfaces.md).
 
 
+def largest_box(height: int, width: int, aspect: float = 1.0) -> tuple[int, int]:
+  """(h, w) of the largest box of this width / height that fits the image."""
+  if width >= height * aspect:
+    return height, max(1, min(width, int(round(height * aspect))))
+  return max(1, min(height, int(round(width / aspect)))), width
+
+
+def random_box(height: int, width: int, rng: np.random.Generator, scale: Sequence[float] = (1.0, 1.0),
+               aspect: float = 1.0) -> tuple[int, int, int, int]:
+  """A random (top, left, h, w) box of this width / height, `scale` x the largest such box's sides (for a
+  square: `scale` x the shorter image side)."""
+  u = rng.uniform(scale[0], scale[1])
+  max_h, max_w = largest_box(height, width, aspect)
+  box_h, box_w = max(1, int(round(max_h * u))), max(1, int(round(max_w * u)))
+  top = int(rng.integers(0, height - box_h + 1))
+  left = int(rng.integers(0, width - box_w + 1))
+  return top, left, box_h, box_w
+
+
 def random_square_box(height: int, width: int, rng: np.random.Generator,
                       scale: Sequence[float] = (1.0, 1.0)) -> tuple[int, int, int]:
   """A random square (top, left, side) whose side is `scale` x the shorter image side."""
-  short = min(height, width)
-  side = max(1, int(round(short * rng.uniform(scale[0], scale[1]))))
-  top = int(rng.integers(0, height - side + 1))
-  left = int(rng.integers(0, width - side + 1))
+  top, left, side, _ = random_box(height, width, rng, scale)
   return top, left, side
 
 
+def center_box(height: int, width: int, aspect: float = 1.0) -> tuple[int, int, int, int]:
+  """The central (top, left, h, w) box of this width / height, as large as fits."""
+  box_h, box_w = largest_box(height, width, aspect)
+  return (height - box_h) // 2, (width - box_w) // 2, box_h, box_w
+
+
 def center_square_box(height: int, width: int) -> tuple[int, int, int]:
-  side = min(height, width)
-  return (height - side) // 2, (width - side) // 2, side
+  top, left, side, _ = center_box(height, width)
+  return top, left, side
 
 
-def crop(sample: dict, box: tuple[int, int, int]) -> dict:
-  """Crops every spatial array of the sample to the square box; drops instances that fell outside."""
-  top, left, side = box
+def crop(sample: dict, box: Sequence[int]) -> dict:
+  """Crops every spatial array of the sample to the box, (top, left, side) for a square or
+  (top, left, h, w); drops instances that fell outside."""
+  top, left, box_h = box[:3]
+  box_w = box[3] if len(box) == 4 else box_h
   out = dict(sample)
   for key in SPATIAL_KEYS:
     if key in out:
-      out[key] = out[key][top:top + side, left:left + side]
+      out[key] = out[key][top:top + box_h, left:left + box_w]
   return _drop_missing_instances(out)
 
 
-def resize(sample: dict, size: int) -> dict:
-  """Resizes every spatial array of the sample to (size, size) with the rule for its kind."""
+def resize(sample: dict, size) -> dict:
+  """Resizes every spatial array of the sample to `size` (a side, or (H, W)) with the rule for its kind."""
   out = dict(sample)
   for key in RGB_KEYS:
     if key in out:
@@ -176,11 +210,14 @@ def _drop_missing_instances(sample: dict) -> dict:
   return out
 
 
-def train_augment(sample: dict, rng: np.random.Generator, size: int,
+def train_augment(sample: dict, rng: np.random.Generator, size,
                   crop_scale: Sequence[float] = (1.0, 1.0), flip: bool = True) -> dict:
-  """Random square crop, resize to `size`, random horizontal flip (one draw for the whole sample)."""
+  """Random crop of the aspect ratio of `size` (a side, or (H, W): an aspect-ratio bucket), resize to it,
+  random horizontal flip (one draw for the whole sample). A sample already of that aspect ratio is only
+  resized (with crop_scale 1), never distorted."""
   height, width = sample["image"].shape[:2]
-  out = crop(sample, random_square_box(height, width, rng, crop_scale))
+  out_h, out_w = hw(size)
+  out = crop(sample, random_box(height, width, rng, crop_scale, out_w / out_h))
   out = resize(out, size)
   if flip and rng.random() < 0.5:
     out = hflip(out)
@@ -189,7 +226,8 @@ def train_augment(sample: dict, rng: np.random.Generator, size: int,
   return out
 
 
-def eval_crop(sample: dict) -> dict:
-  """The central square at full resolution: the region the model sees at eval, before any resize."""
+def eval_crop(sample: dict, aspect: float = 1.0) -> dict:
+  """The central box of this width / height (the square by default; an aspect-ratio bucket's) at full
+  resolution: the region the model sees at eval, before any resize."""
   height, width = sample["image"].shape[:2]
-  return crop(sample, center_square_box(height, width))
+  return crop(sample, center_box(height, width, aspect))

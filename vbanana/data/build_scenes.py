@@ -29,6 +29,8 @@ from absl import flags
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where the dataset is written (local or gs://).", required=True)
 _RESOLUTION = flags.DEFINE_integer("resolution", None, "Image side in pixels (the config's data.resolution).",
                                    required=True)
+_SHAPES = flags.DEFINE_list("shapes", [], "Non-square cameras: HxW pixel shapes the records cycle through "
+                           "(e.g. 28x36,36x28,32x32; the config's data.shapes); empty: resolution x resolution.")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 2048, "Training scenes.")
 _NUM_VALIDATION = flags.DEFINE_integer("num_validation", 128, "Validation scenes.")
 _NUM_TEST = flags.DEFINE_integer("num_test", 128, "Test scenes.")
@@ -49,6 +51,11 @@ def main(argv) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from vbanana.data import scenes_tfds  # pylint: disable=g-import-not-at-top
   resolution = scenes_tfds.check_resolution(_RESOLUTION.value, "--resolution")
+  try:
+    shapes = scenes_tfds.check_shapes([tuple(int(v) for v in s.lower().split("x")) for s in _SHAPES.value],
+                                      "--shapes")
+  except ValueError as e:
+    raise app.UsageError(f"--shapes: expected HxW pairs such as 28x36,36x28 ({e})") from None
   for flag in (_NUM_TRAIN, _NUM_VALIDATION, _NUM_TEST):
     if flag.value < 0:
       raise app.UsageError(f"--{flag.name} must be >= 0, got {flag.value}")
@@ -60,9 +67,10 @@ def main(argv) -> None:
   start = time.perf_counter()
   path = scenes_tfds.build(_DATA_DIR.value, resolution, _NUM_TRAIN.value, _NUM_VALIDATION.value, _NUM_TEST.value,
                            seed=_SEED.value, supersample=_SUPERSAMPLE.value, num_workers=_NUM_WORKERS.value,
-                           beam_options=_BEAM_OPTIONS.value or None, num_shards=_NUM_SHARDS.value)
+                           beam_options=_BEAM_OPTIONS.value or None, num_shards=_NUM_SHARDS.value, shapes=shapes)
   seconds = time.perf_counter() - start
-  print(f"{path}: {total} scenes at {resolution}x{resolution} in {seconds:.1f} s ({total / seconds:.1f} scenes/s; "
+  where = ", ".join(f"{h}x{w}" for h, w in shapes) if shapes else f"{resolution}x{resolution}"
+  print(f"{path}: {total} scenes at {where} in {seconds:.1f} s ({total / seconds:.1f} scenes/s; "
         "an existing build is only checked)")
 
 

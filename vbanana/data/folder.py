@@ -32,7 +32,7 @@ def _is_image(name: str) -> bool:
   return ext.lower() in IMAGE_EXTENSIONS and not stem.endswith(_AUX_SUFFIXES)
 
 
-def _read_png(path: str) -> np.ndarray:
+def read_image(path: str) -> np.ndarray:
   try:
     with Image.open(path) as image:
       image.load()
@@ -69,6 +69,16 @@ class FolderSource:
   def __repr__(self) -> str:
     return f"FolderSource({self.path!r}, {len(self)} images)"
 
+  def shapes(self) -> np.ndarray:
+    """(N, 2) int (H, W) of every image, from the file headers (no pixel is decoded): the pipeline's
+    aspect-ratio buckets."""
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    out = []
+    for name in self.files:
+      with Image.open(os.path.join(self.path, name)) as im:
+        out.append((im.height, im.width))
+    return np.asarray(out, np.int64).reshape(-1, 2)
+
   def _aux(self, stem: str, suffix: str) -> str | None:
     path = os.path.join(self.path, stem + suffix)
     return path if os.path.exists(path) else None
@@ -77,7 +87,7 @@ class FolderSource:
     name = self.files[index]
     stem = os.path.splitext(name)[0]
     image_path = os.path.join(self.path, name)
-    image = _read_png(image_path)
+    image = read_image(image_path)
     if image.ndim == 2:
       image = np.repeat(image[..., None], 3, -1)
     if image.dtype != np.uint8 or image.shape[-1] not in (3, 4):
@@ -96,7 +106,7 @@ class FolderSource:
     if path := self._aux(stem, ".depth.npy"):
       sample["depth"] = check_shape(path, self._load_npy(path, 2)).astype(np.float32)
     elif path := self._aux(stem, ".depth.png"):
-      millimetres = _read_png(path)
+      millimetres = read_image(path)
       if millimetres.ndim != 2 or millimetres.dtype != np.uint16:
         raise BadRecordError(f"{path}: depth PNG must be 16-bit single channel (millimetres), got "
                              f"{millimetres.dtype} {millimetres.shape}")
@@ -127,7 +137,7 @@ class FolderSource:
 
   @staticmethod
   def _labels(path: str) -> np.ndarray:
-    labels = _read_png(path)
+    labels = read_image(path)
     if labels.ndim == 3:  # A label map saved as RGB: all channels equal.
       labels = labels[..., 0]
     if labels.ndim != 2:

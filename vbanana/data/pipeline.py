@@ -47,7 +47,7 @@ from vbanana.data import sources as sources_lib
 
 DEFAULTS = dict(resolution=32, text_length=224, max_inputs=1, global_batch=32, num_workers=0, seed=0,
                 strict=False, augment=dict(crop_scale=(1.0, 1.0), flip=True), worker_buffer_size=2,
-                read_threads=2, read_buffer=4)
+                read_threads=2, read_buffer=4, shapes=None)
 # Targets that are images (interpolate when resizing); every other task's target is a code (nearest).
 _IMAGE_TARGET_TASKS = ("generation", "editing")
 # Errors of the code, not of a record: never skipped, whatever data.strict says.
@@ -108,6 +108,21 @@ def components(data_cfg) -> list[Component]:
   return result
 
 
+def data_shapes(data_cfg) -> tuple[tuple[int, int], ...]:
+  """The image shapes (H, W) batches come in: data.shapes (aspect-ratio buckets), or the square
+  data.resolution."""
+  shapes = _get(data_cfg, "shapes")
+  if not shapes:
+    r = int(_get(data_cfg, "resolution"))
+    return ((r, r),)
+  out = []
+  for shape in shapes:
+    if len(shape) != 2 or any(int(v) != v or v < 1 for v in shape):
+      raise ValueError(f"data.shapes: expected (height, width) pairs of positive ints, got {shape!r}")
+    out.append((int(shape[0]), int(shape[1])))
+  return tuple(out)
+
+
 def component_seed(seed: int, name: str) -> int:
   """A stable 32-bit seed per (data.seed, component name), equal in every process and worker."""
   return zlib.crc32(f"{seed}/{name}".encode()) & 0x7FFFFFFF
@@ -139,20 +154,22 @@ def tokenize(texts, length: int) -> np.ndarray:
   return model_tokenize(texts, length)
 
 
-def to_arrays(example, task_ids: Mapping[str, int], resolution: int, text_length: int,
+def to_arrays(example, task_ids: Mapping[str, int], shape, text_length: int,
               max_inputs: int) -> dict[str, np.ndarray]:
-  """A TaskExample -> the fixed-shape arrays of one batch row (docs/interfaces.md, 'Batch')."""
+  """A TaskExample -> the fixed-shape arrays of one batch row (docs/interfaces.md, 'Batch'); `shape` is
+  the batch's image shape (H, W) (or a side, for a square)."""
   if len(example.inputs) > max_inputs:
     raise ValueError(f"task '{example.task}' gave {len(example.inputs)} input images; data.max_inputs is "
                      f"{max_inputs}")
-  inputs = np.zeros((max_inputs, resolution, resolution, 3), np.uint8)
+  h, w = augment_lib.hw(shape)
+  inputs = np.zeros((max_inputs, h, w, 3), np.uint8)
   for slot, image in enumerate(example.inputs):
-    inputs[slot] = augment_lib.resize_rgb(np.asarray(image, np.uint8), resolution)
+    inputs[slot] = augment_lib.resize_rgb(np.asarray(image, np.uint8), (h, w))
   target = np.asarray(example.target, np.uint8)
   if example.task in _IMAGE_TARGET_TASKS:
-    target = augment_lib.resize_rgb(target, resolution)
+    target = augment_lib.resize_rgb(target, (h, w))
   else:
-    target = augment_lib.resize_nearest(target, resolution)
+    target = augment_lib.resize_nearest(target, (h, w))
   return {
       "text": tokenize([example.instruction], text_length)[0],
       "inputs": inputs,
@@ -193,13 +210,16 @@ class Preprocess:
   Picklable (it travels into Grain workers); the task module is imported on first use.
   """
 
-  def __init__(self, component: Component, data_cfg, train: bool):
+  def __init__(self, component: Component, data_cfg, train: bool, shape: tuple[int, int] | None = None):
     from vbanana import tasks
 
     self.component = component.name
     self.task = component.task
     self.task_ids = {name: tasks.task_id(name) for name in tasks.TASKS}
-    self.resolution = int(_get(data_cfg, "resolution"))
+    # The batch shape: fixed (a training stream of one bucket), or per sample the bucket nearest its
+    # aspect ratio (evaluation; `shape_for`).
+    self.shapes = data_shapes(data_cfg)
+    self.shape = shape
     self.text_length = int(_get(data_cfg, "text_length"))
     self.max_inputs = int(_get(data_cfg, "max_inputs"))
     self.strict = bool(_get(data_cfg, "strict"))
@@ -217,21 +237,28 @@ class Preprocess:
       if isinstance(sample, Exception):
         raise sample
       sources_lib.check_sample(sample)
+      shape = self.shape_for(sample["image"].shape[:2])
       if self.train:
-        sample = augment_lib.train_augment(sample, rng, self.resolution, self.crop_scale, self.flip)
+        sample = augment_lib.train_augment(sample, rng, shape, self.crop_scale, self.flip)
       else:
-        sample = augment_lib.eval_crop(sample)
+        sample = augment_lib.eval_crop(sample, shape[1] / shape[0])
       example = tasks.get(self.task).make_example(sample, rng, train=self.train)
       if example is None:
         raise sources_lib.BadRecordError(
             f"{sample.get('key')}: this sample cannot make a '{self.task}' example")
-      return example, to_arrays(example, self.task_ids, self.resolution, self.text_length,
-                                self.max_inputs)
+      return example, to_arrays(example, self.task_ids, shape, self.text_length, self.max_inputs)
     except _CODE_ERRORS:
       raise
     except Exception as e:
       self._skip(sample, e)
       return None
+
+  def shape_for(self, image_shape) -> tuple[int, int]:
+    """The batch shape of a sample whose image is `image_shape` (H, W)."""
+    if self.shape is not None:
+      return self.shape
+    from vbanana import aspect  # pylint: disable=g-import-not-at-top
+    return aspect.nearest(image_shape, self.shapes)
 
   def _skip(self, sample, error: Exception):
     key = getattr(sample, "get", lambda *_: None)("key") or "<unreadable record>"
@@ -314,31 +341,106 @@ class GlobalBatchRows(grain.MapDataset):
     return self._parent[batch * self._global + self._offset + row]
 
 
-def component_dataset(component: Component, data_cfg, source=None) -> grain.MapDataset:
+def component_dataset(component: Component, data_cfg, source=None, *, shape=None,
+                      name: str | None = None) -> grain.MapDataset:
   """One component's infinite, shuffled, preprocessed examples, indexed by position (the same on every
-  process: processes differ only in the positions they read)."""
+  process: processes differ only in the positions they read). `shape` fixes the image shape (one
+  aspect-ratio bucket's stream); `name` seeds the shuffle (default: the component's)."""
   source = source if source is not None else sources_lib.make_source(component.source)
   if len(source) == 0:
     raise ValueError(f"data.components.{component.name}: the source has no records")
-  seed = component_seed(int(_get(data_cfg, "seed")), component.name)
+  seed = component_seed(int(_get(data_cfg, "seed")), name or component.name)
   records = grain.MapDataset.source(_Reader(source)).shuffle(seed=seed).repeat()
-  return Examples(records, Preprocess(component, data_cfg, train=True), epoch=len(source), seed=seed + 1)
+  return Examples(records, Preprocess(component, data_cfg, train=True, shape=shape), epoch=len(source),
+                  seed=seed + 1)
+
+
+class RecordSubset:
+  """The records of `source` at `indices` (one aspect-ratio bucket's), as a random-access source."""
+
+  def __init__(self, source, indices: np.ndarray):
+    self.source, self.indices = source, np.asarray(indices, np.int64)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int):
+    return self.source[int(self.indices[index])]
+
+
+def record_buckets(source, shapes, component: str, seed: int) -> np.ndarray:
+  """(N,) int: the aspect-ratio bucket of every record, the one nearest its image's aspect ratio.
+
+  Read from `source.shapes()` (the scenes and folder sources know every record's shape without decoding
+  it). A source that cannot tell (a TFDS dataset) gets a bucket per record drawn from (data.seed,
+  component): its records are then cropped to that bucket's aspect ratio in training, never distorted."""
+  from vbanana import aspect  # pylint: disable=g-import-not-at-top
+  known = source.shapes() if hasattr(source, "shapes") else None
+  if known is None:
+    logging.warning("data component %s: its source does not list its image shapes, so its records are "
+                    "spread over the %d aspect-ratio buckets at random and cropped to them.", component,
+                    len(shapes))
+    return np.random.default_rng(component_seed(seed, component + "/buckets")).integers(
+        len(shapes), size=len(source))
+  index = {s: k for k, s in enumerate(shapes)}
+  return np.asarray([index[aspect.nearest(s, shapes)] for s in np.asarray(known).reshape(-1, 2)], np.int64)
+
+
+def _mixture(streams, weights):
+  return grain.MapDataset.mix(streams, weights) if len(streams) > 1 else streams[0]
+
+
+def bucket_mixtures(data_cfg) -> list[tuple[tuple[int, int], float, grain.MapDataset]]:
+  """Per aspect-ratio bucket (data.shapes): (shape, share of all examples, the mixture of its records).
+
+  A component of weight w whose records fall a fraction f_k into bucket k adds w * f_k to bucket k's
+  mixture, so every component keeps its weight and every record keeps its own aspect ratio."""
+  shapes, comps = data_shapes(data_cfg), components(data_cfg)
+  seed = int(_get(data_cfg, "seed"))
+  per_bucket: list[list[tuple[grain.MapDataset, float]]] = [[] for _ in shapes]
+  for comp in comps:
+    source = sources_lib.make_source(comp.source)
+    if len(source) == 0:
+      raise ValueError(f"data.components.{comp.name}: the source has no records")
+    buckets = record_buckets(source, shapes, comp.name, seed)
+    for k, shape in enumerate(shapes):
+      indices = np.flatnonzero(buckets == k)
+      if len(indices):
+        stream = component_dataset(comp, data_cfg, RecordSubset(source, indices), shape=shape,
+                                   name=f"{comp.name}/{shape[0]}x{shape[1]}")
+        per_bucket[k].append((stream, comp.weight * len(indices) / len(source)))
+  out = []
+  for shape, parts in zip(shapes, per_bucket):
+    if parts:
+      share = sum(w for _, w in parts)
+      out.append((shape, share, _mixture([p for p, _ in parts], [w / share for _, w in parts])))
+  return out
 
 
 def make_train_dataset(data_cfg, *, process_index=None, process_count=None) -> grain.IterDataset:
-  """The mixture as a Grain IterDataset of per-process batches (before iteration)."""
+  """The mixture as a Grain IterDataset of per-process batches (before iteration).
+
+  With several image shapes (data.shapes), each global batch is of one aspect-ratio bucket: the buckets'
+  batch streams are mixed by their shares of the data, batch b of the mixture a pure function of b as
+  before, so every process agrees on the shape of every step and the order resumes exactly."""
   process_index, process_count = _process(process_index, process_count)
   global_batch = int(_get(data_cfg, "global_batch"))
   if global_batch % process_count:
     raise ValueError(f"data.global_batch={global_batch} is not divisible by the {process_count} processes")
-  comps = components(data_cfg)
-  streams = [component_dataset(c, data_cfg) for c in comps]
-  mixture = grain.MapDataset.mix(streams, [c.weight for c in comps]) if len(comps) > 1 else streams[0]
-  rows = GlobalBatchRows(mixture, global_batch, process_index, process_count)
+  local = global_batch // process_count
+  if len(data_shapes(data_cfg)) == 1:
+    comps = components(data_cfg)
+    mixture = _mixture([component_dataset(c, data_cfg) for c in comps], [c.weight for c in comps])
+    batches = GlobalBatchRows(mixture, global_batch, process_index, process_count).batch(
+        local, drop_remainder=True)
+  else:
+    parts = bucket_mixtures(data_cfg)
+    batches = _mixture([GlobalBatchRows(m, global_batch, process_index, process_count).batch(
+        local, drop_remainder=True) for _, _, m in parts], [share for _, share, _ in parts])
   # Threads make the next batches while the step runs (per process, or per worker with num_workers > 0).
   read = grain.ReadOptions(num_threads=int(_get(data_cfg, "read_threads")),
                            prefetch_buffer_size=int(_get(data_cfg, "read_buffer")))
-  ds = rows.batch(global_batch // process_count, drop_remainder=True).to_iter_dataset(read)
+  ds = batches.to_iter_dataset(read)
   num_workers = int(_get(data_cfg, "num_workers"))
   if num_workers > 0:
     # Each worker ends within a second of this process, however it ends (SIGKILL too): vbanana/procs.py.
@@ -389,6 +491,9 @@ def make_eval_batches(data_cfg, component_name: str, split: str, batch_size: int
   num_batches = math.ceil(math.ceil(total / process_count) / local_batch)
   preprocess = Preprocess(comp, data_cfg, train=False)
   reader = _Reader(source)
+  if len(preprocess.shapes) > 1:
+    yield from _bucketed_eval_batches(reader, total, preprocess, batch_size, process_index, process_count)
+    return
   pending = iter(indices)
   for _ in range(num_batches):
     rows, examples = [], []
@@ -400,16 +505,51 @@ def make_eval_batches(data_cfg, component_name: str, split: str, batch_size: int
       if result is not None:
         examples.append(result[0])
         rows.append(result[1])
-    yield _pad_batch(rows, local_batch, preprocess), examples
+    yield _pad_batch(rows, local_batch, preprocess, preprocess.shapes[0]), examples
 
 
-def _pad_batch(rows: list[dict], size: int, preprocess: Preprocess) -> dict[str, np.ndarray]:
-  r, k, length = preprocess.resolution, preprocess.max_inputs, preprocess.text_length
+def _record_shapes(reader: "_Reader", total: int) -> list[tuple[int, int] | None]:
+  """(H, W) of records 0..total-1: from the source's list, or by reading each (None if unreadable)."""
+  known = reader.source.shapes() if hasattr(reader.source, "shapes") else None
+  if known is not None:
+    return [tuple(int(v) for v in s) for s in np.asarray(known)[:total]]
+  shapes = []
+  for i in range(total):
+    sample = reader[i]
+    image = None if isinstance(sample, Exception) else sample.get("image")
+    shapes.append(tuple(np.shape(image)[:2]) if image is not None and np.ndim(image) == 3 else None)
+  return shapes
+
+
+def _bucketed_eval_batches(reader, total: int, preprocess: Preprocess, batch_size: int, process_index: int,
+                           process_count: int):
+  """The split's records grouped by aspect-ratio bucket (in the order of data.shapes, each bucket in record
+  order), `batch_size` records per global batch, each process taking rows p, p + P, ... of every batch:
+  one image shape per batch, and the same batches on every process."""
+  from vbanana import aspect  # pylint: disable=g-import-not-at-top
+  shapes = _record_shapes(reader, total)
+  local = batch_size // process_count
+  for bucket in preprocess.shapes:
+    # An unreadable record goes to the first bucket, where preprocessing skips and counts it.
+    members = [i for i, s in enumerate(shapes)
+               if (aspect.nearest(s, preprocess.shapes) if s else preprocess.shapes[0]) == bucket]
+    for start in range(0, len(members), batch_size):
+      rows, examples = [], []
+      for index in members[start:start + batch_size][process_index::process_count]:
+        result = preprocess.example(reader[index], np.random.default_rng(index))
+        if result is not None:
+          examples.append(result[0])
+          rows.append(result[1])
+      yield _pad_batch(rows, local, preprocess, bucket), examples
+
+
+def _pad_batch(rows: list[dict], size: int, preprocess: Preprocess, shape) -> dict[str, np.ndarray]:
+  (h, w), k, length = augment_lib.hw(shape), preprocess.max_inputs, preprocess.text_length
   batch = {
       "text": np.zeros((size, length), np.int32),
-      "inputs": np.zeros((size, k, r, r, 3), np.uint8),
+      "inputs": np.zeros((size, k, h, w, 3), np.uint8),
       "input_mask": np.zeros((size, k), bool),
-      "target": np.zeros((size, r, r, 3), np.uint8),
+      "target": np.zeros((size, h, w, 3), np.uint8),
       "task": np.full((size,), preprocess.task_ids[preprocess.task], np.int32),
       "example_mask": np.arange(size) < len(rows),
   }

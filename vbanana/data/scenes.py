@@ -142,10 +142,11 @@ def project(camera: Camera, points: np.ndarray, width: int = 2, height: int = 2)
   return np.stack([col, row, depth], axis=-1)
 
 
-def _in_view(camera: Camera, obj: Obj, margin: float = 0.08) -> bool:
-  """The object's centre projects inside the image with a margin (in units of the image width)."""
-  col, row, depth = project(camera, np.array([[obj.x, 0.5 * obj.height, obj.z]]), 1, 1)[0]
-  return depth > 0.5 and margin < col < 1 - margin and margin < row < 1 - margin
+def _in_view(camera: Camera, obj: Obj, margin: float = 0.08, aspect: float = 1.0) -> bool:
+  """The object's centre projects inside an image of this width / height with a margin (in units of the
+  image's height)."""
+  col, row, depth = project(camera, np.array([[obj.x, 0.5 * obj.height, obj.z]]), aspect, 1)[0]
+  return depth > 0.5 and margin < col < aspect - margin and margin < row < 1 - margin
 
 
 def overlaps(a: Obj, b: Obj) -> bool:
@@ -153,14 +154,17 @@ def overlaps(a: Obj, b: Obj) -> bool:
   return math.hypot(a.x - b.x, a.z - b.z) < a.footprint + b.footprint + _GAP
 
 
-def can_place(obj: Obj, others: Sequence[Obj], camera: Camera, wall_z: float | None) -> bool:
+def can_place(obj: Obj, others: Sequence[Obj], camera: Camera, wall_z: float | None,
+              aspect: float = 1.0) -> bool:
   if wall_z is not None and obj.z - obj.footprint < wall_z + _GAP:
     return False
-  return _in_view(camera, obj) and not any(overlaps(obj, o) for o in others)
+  return _in_view(camera, obj, aspect=aspect) and not any(overlaps(obj, o) for o in others)
 
 
-def sample_scene(rng: np.random.Generator, min_objects: int = 3, max_objects: int = 6) -> Scene:
-  """A random scene: camera, light, optional wall, and non-overlapping objects in view."""
+def sample_scene(rng: np.random.Generator, min_objects: int = 3, max_objects: int = 6,
+                 aspect: float = 1.0) -> Scene:
+  """A random scene: camera, light, optional wall, and non-overlapping objects in view of a camera whose
+  image has this width / height (the field of view is horizontal in both)."""
   camera = Camera(
       height=float(rng.uniform(1.4, 2.6)),
       pitch=math.radians(float(rng.uniform(18.0, 35.0))),
@@ -195,7 +199,7 @@ def sample_scene(rng: np.random.Generator, min_objects: int = 3, max_objects: in
         z=-dist,
         yaw=float(rng.uniform(0.0, 0.5 * math.pi)),
     )
-    if can_place(obj, objects, camera, wall_z):
+    if can_place(obj, objects, camera, wall_z, aspect):
       objects.append(obj)
   return Scene(tuple(objects), camera, light, wall_z, tint)
 
@@ -583,7 +587,7 @@ _MOVE_TEMPLATES = ("move the {obj} to the {side}", "shift the {obj} to the {side
                    "slide the {obj} to the {side}")
 
 
-def sample_edit(scene: Scene, views: Sequence[View], rng: np.random.Generator) -> Edit:
+def sample_edit(scene: Scene, views: Sequence[View], rng: np.random.Generator, aspect: float = 1.0) -> Edit:
   """One edit of a visible, uniquely describable object: recolour, move left/right, or remove."""
   objects = scene.objects
   cands = [k for k, v in enumerate(views) if v.pixels >= _MIN_VISIBLE_PIXELS and unique_descriptions(objects, k)]
@@ -607,7 +611,7 @@ def sample_edit(scene: Scene, views: Sequence[View], rng: np.random.Generator) -
       others = objects[:k] + objects[k + 1:]
       for shift in (1.5, 1.0, 0.7):
         moved = dataclasses.replace(obj, x=obj.x + (shift if side == "right" else -shift) * abs(obj.z) / 4)
-        if can_place(moved, others, scene.camera, scene.wall_z):
+        if can_place(moved, others, scene.camera, scene.wall_z, aspect):
           text = _MOVE_TEMPLATES[rng.integers(len(_MOVE_TEMPLATES))].format(obj=name, side=side)
           new = objects[:k] + (moved,) + objects[k + 1:]
           return Edit("move", text, k + 1, dataclasses.replace(scene, objects=new))
@@ -624,18 +628,22 @@ def object_records(objects: Sequence[Obj], views: Sequence[View]) -> list[dict]:
           for k, (o, v) in enumerate(zip(objects, views))]
 
 
-def make_sample(split: str, index: int, resolution: int, *, seed: int = 0, supersample: int = 2) -> dict:
-  """Record `index` of `split` as a raw sample (docs/interfaces.md), at resolution x resolution pixels.
+def make_sample(split: str, index: int, resolution: int, *, seed: int = 0, supersample: int = 2,
+                shape: tuple[int, int] | None = None) -> dict:
+  """Record `index` of `split` as a raw sample (docs/interfaces.md), at resolution x resolution pixels, or
+  at `shape` = (H, W) pixels: a non-square camera (horizontal field of view, objects placed in its view).
 
-  The scene depends only on (seed, split, index), not on the resolution; the text does too, except that
-  objects with fewer than a few visible pixels are left out of it, which depends on the resolution.
+  The scene depends only on (seed, split, index) and the aspect ratio, not on the resolution; the text does
+  too, except that objects with fewer than a few visible pixels are left out of it, which depends on the
+  resolution.
   """
-  scene = sample_scene(scene_rng(split, index, seed, stream=0))
+  height, width = (resolution, resolution) if shape is None else (int(shape[0]), int(shape[1]))
+  scene = sample_scene(scene_rng(split, index, seed, stream=0), aspect=width / height)
   text_rng = scene_rng(split, index, seed, stream=1)
-  gt = render(scene, resolution, resolution, supersample)
+  gt = render(scene, height, width, supersample)
   views = object_views(gt, len(scene.objects))
-  edit = sample_edit(scene, views, text_rng)
-  target = gt["image"] if edit.kind == "none" else render_rgb(edit.scene, resolution, resolution, supersample)
+  edit = sample_edit(scene, views, text_rng, width / height)
+  target = gt["image"] if edit.kind == "none" else render_rgb(edit.scene, height, width, supersample)
   present = np.unique(gt["instance"])
   return {
       **gt,

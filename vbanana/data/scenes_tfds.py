@@ -40,6 +40,8 @@ DEFAULT_SPLIT_SIZES = {"train": 64, "validation": 16, "test": 16}  # small: test
 @dataclasses.dataclass(eq=False)
 class ScenesConfig(tfds.core.BuilderConfig):
   resolution: int = 64
+  # Non-square cameras: record i of a split is rendered at shapes[i % len(shapes)] (H, W); () = square.
+  shapes: tuple = ()
 
 
 class VbananaScenes(tfds.core.GeneratorBasedBuilder):
@@ -67,27 +69,29 @@ class VbananaScenes(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     r = self.builder_config.resolution
+    h, w = (None, None) if self.builder_config.shapes else (r, r)  # several shapes: stored per record
     tensor = lambda shape, dtype: tfds.features.Tensor(shape=shape, dtype=dtype,
                                                         encoding=tfds.features.Encoding.ZLIB)
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(r, r, 3)),
-            "depth": tensor((r, r), np.float32),
-            "normals": tensor((r, r, 3), np.float32),
-            "semantic": tensor((r, r), np.uint8),
-            "instance": tensor((r, r), np.uint8),
+            "image": tfds.features.Image(shape=(h, w, 3)),
+            "depth": tensor((h, w), np.float32),
+            "normals": tensor((h, w, 3), np.float32),
+            "semantic": tensor((h, w), np.uint8),
+            "instance": tensor((h, w), np.uint8),
             "instance_class": tfds.features.Text(),  # JSON {instance id: class id}
             "caption": tfds.features.Text(),
             "referring": tfds.features.Text(),  # JSON [[expression, instance id], ...]
             "edit_instruction": tfds.features.Text(),
-            "edit_target": tfds.features.Image(shape=(r, r, 3)),
+            "edit_target": tfds.features.Image(shape=(h, w, 3)),
             "objects": tfds.features.Text(),  # JSON list of dicts
             "key": tfds.features.Text(),
         }),
         metadata=tfds.core.MetadataDict(seed=self._seed, supersample=self._supersample,
-                                        class_names=list(scenes.CLASS_NAMES)),
+                                        class_names=list(scenes.CLASS_NAMES),
+                                        shapes=[list(s) for s in self.builder_config.shapes]),
         disable_shuffling=True,  # record i is scene i: random access by scene index
     )
 
@@ -97,14 +101,15 @@ class VbananaScenes(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, split: str, num: int):
     if self._beam:
-      return _beam_examples(split, num, self.builder_config.resolution, self._seed, self._supersample)
+      return _beam_examples(split, num, self.builder_config.resolution, self._seed, self._supersample,
+                            self.builder_config.shapes)
     return self._local_examples(split, num)
 
   def _local_examples(self, split: str, num: int) -> Iterator[tuple[int, dict]]:
-    jobs = [(split, i, self.builder_config.resolution, self._seed, self._supersample) for i in range(num)]
+    cfg = self.builder_config
+    jobs = [(split, i, cfg.resolution, self._seed, self._supersample, cfg.shapes) for i in range(num)]
     if self._num_workers <= 1:
-      yield from ((i, encode_record(scenes.make_sample(*job[:3], seed=job[3], supersample=job[4])))
-                  for i, job in enumerate(jobs))
+      yield from enumerate(map(_render_and_encode, jobs))
       return
     # Rendering is the slow part: spread it over processes, write in order here. Spawned workers import
     # this module afresh; callers need the usual `if __name__ == "__main__":` guard.
@@ -114,12 +119,18 @@ class VbananaScenes(tfds.core.GeneratorBasedBuilder):
       yield from enumerate(pool.imap(_render_and_encode, jobs, chunksize=16))
 
 
+def record_shape(index: int, resolution: int, shapes=()) -> tuple[int, int]:
+  """The (H, W) record `index` of a split is rendered at: shapes[index % len(shapes)], or the square."""
+  return tuple(shapes[index % len(shapes)]) if shapes else (resolution, resolution)
+
+
 def _render_and_encode(job) -> dict:
-  split, index, resolution, seed, supersample = job
-  return encode_record(scenes.make_sample(split, index, resolution, seed=seed, supersample=supersample))
+  split, index, resolution, seed, supersample, shapes = job
+  return encode_record(scenes.make_sample(split, index, resolution, seed=seed, supersample=supersample,
+                                          shape=record_shape(index, resolution, shapes)))
 
 
-def _beam_examples(split: str, num: int, resolution: int, seed: int, supersample: int):
+def _beam_examples(split: str, num: int, resolution: int, seed: int, supersample: int, shapes=()):
   """The split as a Beam PTransform of (scene index, record): TFDS runs it on the pipeline's runner.
 
   The source holds chunk starts, not a million indices; the reshuffle spreads the indices over the workers
@@ -128,15 +139,16 @@ def _beam_examples(split: str, num: int, resolution: int, seed: int, supersample
   beam = tfds.core.lazy_imports.apache_beam
   return (beam.Create(range(0, num, BEAM_CHUNK)) | "Indices" >> beam.FlatMap(_chunk, num)
           | "Spread" >> beam.Reshuffle()
-          | "Render" >> beam.Map(_keyed_record, split, resolution, seed, supersample))
+          | "Render" >> beam.Map(_keyed_record, split, resolution, seed, supersample, shapes))
 
 
 def _chunk(start: int, num: int) -> range:
   return range(start, min(start + BEAM_CHUNK, num))
 
 
-def _keyed_record(index: int, split: str, resolution: int, seed: int, supersample: int) -> tuple[int, dict]:
-  return index, _render_and_encode((split, index, resolution, seed, supersample))
+def _keyed_record(index: int, split: str, resolution: int, seed: int, supersample: int,
+                  shapes=()) -> tuple[int, dict]:
+  return index, _render_and_encode((split, index, resolution, seed, supersample, tuple(shapes)))
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -193,12 +205,19 @@ def decode_record(record: dict) -> dict:
 class ScenesSource:
   """Random access to one split: `len(source)`, `source[i]` -> raw sample. Wrap in grain.MapDataset.source."""
 
-  def __init__(self, data_source, name: str):
+  def __init__(self, data_source, name: str, resolution: int | None = None, shapes=()):
     self._source = data_source
     self._name = name
+    self._resolution, self._shapes = resolution, tuple(shapes)
 
   def __len__(self) -> int:
     return len(self._source)
+
+  def shapes(self) -> np.ndarray | None:
+    """(N, 2) int (H, W) of every record, known without reading one (the pipeline's aspect buckets)."""
+    if self._resolution is None:
+      return None
+    return np.asarray([record_shape(i, self._resolution, self._shapes) for i in range(len(self))], np.int64)
 
   def __getitem__(self, index: int) -> dict:
     index = int(index)
@@ -219,22 +238,39 @@ def check_resolution(resolution, field: str = "resolution") -> int:
   return int(resolution)
 
 
-def builder_config(resolution: int) -> ScenesConfig:
-  """The declared config `r<resolution>`, or one made for this resolution (same name, same layout)."""
-  resolution = check_resolution(resolution)
+def check_shapes(shapes, field: str = "shapes") -> tuple[tuple[int, int], ...]:
+  """Camera shapes as a tuple of (H, W) ints in the renderer's range, or a ValueError naming `field`."""
+  out = []
+  for shape in shapes or ():
+    if len(shape) != 2:
+      raise ValueError(f"{field}: expected (height, width) pairs, got {shape!r}")
+    out.append(tuple(check_resolution(v, f"{field} {tuple(shape)}") for v in shape))
+  if len(set(out)) != len(out):
+    raise ValueError(f"{field}: repeated shapes in {out}")
+  return tuple(out)
+
+
+def builder_config(resolution: int, shapes=()) -> ScenesConfig:
+  """The declared config `r<resolution>`, or one made for this resolution (same name, same layout); with
+  `shapes`, a config `r<resolution>_<H>x<W>_...` whose records cycle through those camera shapes."""
+  resolution, shapes = check_resolution(resolution), check_shapes(shapes)
+  if shapes:
+    name = f"r{resolution}_" + "_".join(f"{h}x{w}" for h, w in shapes)
+    return ScenesConfig(name=name, resolution=resolution, shapes=shapes,
+                        description=f"records cycle through {', '.join(f'{h}x{w}' for h, w in shapes)} pixels")
   declared = VbananaScenes.builder_configs.get(f"r{resolution}")
   return declared or ScenesConfig(name=f"r{resolution}", resolution=resolution,
                                   description=f"{resolution}x{resolution} pixels")
 
 
-def prepared_dir(data_dir: str, resolution: int) -> str:
-  """Where the prepared dataset of this resolution lives under data_dir (built or not)."""
-  return os.path.join(os.fspath(data_dir), VbananaScenes.name, builder_config(resolution).name,
+def prepared_dir(data_dir: str, resolution: int, shapes=()) -> str:
+  """Where the prepared dataset of this resolution (and shapes) lives under data_dir (built or not)."""
+  return os.path.join(os.fspath(data_dir), VbananaScenes.name, builder_config(resolution, shapes).name,
                       str(VbananaScenes.VERSION))
 
 
-def is_built(data_dir: str, resolution: int) -> bool:
-  return epath.Path(prepared_dir(data_dir, resolution), "dataset_info.json").exists()
+def is_built(data_dir: str, resolution: int, shapes=()) -> bool:
+  return epath.Path(prepared_dir(data_dir, resolution, shapes), "dataset_info.json").exists()
 
 
 def beam_pipeline_options(options: str):
@@ -249,9 +285,11 @@ def beam_pipeline_options(options: str):
 
 
 def build_command(data_dir: str, resolution: int, num_train: int, num_validation: int, num_test: int, *,
-                  seed: int = 0, supersample: int = 2) -> str:
+                  seed: int = 0, supersample: int = 2, shapes=()) -> str:
   """The shell command that builds this dataset on Apache Beam (vbanana/data/build_scenes.py, docs/data.md)."""
   extra = (f" --seed={seed}" if seed else "") + (f" --supersample={supersample}" if supersample != 2 else "")
+  if shapes:
+    extra += " --shapes=" + ",".join(f"{h}x{w}" for h, w in shapes)
   return (f"python -m vbanana.data.build_scenes --data_dir={data_dir} --resolution={resolution} "
           f"--num_train={num_train} --num_validation={num_validation} --num_test={num_test}{extra} "
           "--beam_pipeline_options=runner=DataflowRunner,project=PROJECT,region=REGION,... (docs/data.md)")
@@ -260,7 +298,7 @@ def build_command(data_dir: str, resolution: int, num_train: int, num_validation
 def build(data_dir: str, resolution: int = 64, num_train: int = DEFAULT_SPLIT_SIZES["train"],
           num_validation: int = DEFAULT_SPLIT_SIZES["validation"], num_test: int = DEFAULT_SPLIT_SIZES["test"],
           *, seed: int = 0, num_workers: int = 1, supersample: int = 2, beam_options=None,
-          num_shards: int | None = None) -> str:
+          num_shards: int | None = None, shapes=()) -> str:
   """Writes the dataset (once) under data_dir and returns the directory of the prepared version.
 
   An existing build is reused when its split sizes and seed match, and is an error otherwise (pick another
@@ -273,9 +311,10 @@ def build(data_dir: str, resolution: int = 64, num_train: int = DEFAULT_SPLIT_SI
   sizes = {"train": num_train, "validation": num_validation, "test": num_test}
   if isinstance(beam_options, str):
     beam_options = beam_pipeline_options(beam_options)
-  builder = VbananaScenes(config=builder_config(resolution), data_dir=data_dir, split_sizes=sizes, seed=seed,
-                          num_workers=num_workers, supersample=supersample, beam=beam_options is not None)
-  if is_built(data_dir, resolution):
+  builder = VbananaScenes(config=builder_config(resolution, shapes), data_dir=data_dir, split_sizes=sizes,
+                          seed=seed, num_workers=num_workers, supersample=supersample,
+                          beam=beam_options is not None)
+  if is_built(data_dir, resolution, shapes):
     info = tfds.builder_from_directory(builder.data_dir).info
     have = {name: info.splits[name].num_examples if name in info.splits else 0 for name in sizes}
     meta = dict(info.metadata or {})
@@ -292,13 +331,14 @@ def build(data_dir: str, resolution: int = 64, num_train: int = DEFAULT_SPLIT_SI
   return str(builder.data_dir)
 
 
-def load(data_dir: str, resolution: int, split: str) -> ScenesSource:
+def load(data_dir: str, resolution: int, split: str, shapes=()) -> ScenesSource:
   """The random-access source of a built split (no TensorFlow needed to read)."""
-  path = prepared_dir(data_dir, resolution)
-  if not is_built(data_dir, resolution):
+  path = prepared_dir(data_dir, resolution, shapes)
+  if not is_built(data_dir, resolution, shapes):
     raise FileNotFoundError(f"no scenes dataset at {path}; write it first with "
-                            f"vbanana.data.scenes_tfds.build({data_dir!r}, resolution={resolution})")
+                            f"vbanana.data.scenes_tfds.build({data_dir!r}, resolution={resolution}"
+                            + (f", shapes={list(shapes)})" if shapes else ")"))
   builder = tfds.builder_from_directory(path)
   if split not in builder.info.splits:
     raise ValueError(f"{path} has splits {sorted(builder.info.splits)}, not {split!r}")
-  return ScenesSource(builder.as_data_source(split), f"{path}[{split}]")
+  return ScenesSource(builder.as_data_source(split), f"{path}[{split}]", resolution, check_shapes(shapes))

@@ -21,7 +21,7 @@ from vbanana.data.folder import FolderSource
 
 KINDS = ("scenes", "tfds", "folder")
 SCENES_DEFAULTS = dict(resolution=32, num_train=2048, num_validation=128, num_test=128, seed=0,
-                       build_workers=1)
+                       build_workers=1, shapes=())
 
 
 def _field(spec: Mapping[str, Any], name: str, what: str):
@@ -92,29 +92,32 @@ def _scenes_source(spec, split: str):
   options = {k: spec.get(k, v) for k, v in SCENES_DEFAULTS.items()}
   resolution = scenes_tfds.check_resolution(options["resolution"],
                                             "config.data.resolution (the scenes source's 'resolution')")
+  shapes = scenes_tfds.check_shapes(options["shapes"], "the scenes source's 'shapes' (config.data.shapes)")
   sizes = [options["num_train"], options["num_validation"], options["num_test"]]
-  path = scenes_tfds.prepared_dir(data_dir, resolution)
-  built = scenes_tfds.is_built(data_dir, resolution)
+  path = scenes_tfds.prepared_dir(data_dir, resolution, shapes)
+  built = scenes_tfds.is_built(data_dir, resolution, shapes)
+  where = ", ".join(f"{h}x{w}" for h, w in shapes) if shapes else f"{resolution}x{resolution}"
   if not built:
-    pixels = sum(sizes) * resolution**2
+    pixels = sum(sizes) * (np.mean([h * w for h, w in shapes]) if shapes else resolution**2)
     if pixels > INLINE_BUILD_MAX_PIXELS * max(1, options["build_workers"]):
-      command = scenes_tfds.build_command(data_dir, resolution, *sizes, seed=options["seed"])
+      command = scenes_tfds.build_command(data_dir, resolution, *sizes, seed=options["seed"], shapes=shapes)
       raise ScenesNotBuiltError(
-          f"no scenes dataset at {path}, and {sum(sizes):,} scenes at {resolution}x{resolution} are too many to "
+          f"no scenes dataset at {path}, and {sum(sizes):,} scenes at {where} are too many to "
           f"build inside the trainer ({pixels:.2g} pixels > {INLINE_BUILD_MAX_PIXELS:.2g} per build worker); "
           f"build it first: {command}")
     if jax.process_index() == 0:
       logging.warning("No scenes dataset in %s: building it once (%d train / %d validation / %d test scenes at "
-                      "%dx%d); later runs reuse it.", data_dir, *sizes, resolution, resolution)
-      scenes_tfds.build(data_dir, resolution, *sizes, seed=options["seed"], num_workers=options["build_workers"])
+                      "%s); later runs reuse it.", data_dir, *sizes, where)
+      scenes_tfds.build(data_dir, resolution, *sizes, seed=options["seed"], num_workers=options["build_workers"],
+                        shapes=shapes)
   if jax.process_count() > 1:  # every process passes here once per call, built or not: the counts agree
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(f"vbanana scenes {path} {split}")
-    if not scenes_tfds.is_built(data_dir, resolution):
+    if not scenes_tfds.is_built(data_dir, resolution, shapes):
       raise FileNotFoundError(f"process {jax.process_index()} does not see the scenes dataset that process 0 "
                               f"built at {path}: a multi-host run needs a data_dir that every host shares "
                               "(gs:// or a shared file system)")
-  return scenes_tfds.load(data_dir, resolution, split)
+  return scenes_tfds.load(data_dir, resolution, split, shapes)
 
 
 def make_source(spec: Mapping[str, Any], split: str | None = None):

@@ -26,7 +26,11 @@ ATTENTION = (None, "xla", "cudnn", "splash", "jax")
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Shapes of the joint-sequence DiT. Defaults are the `tiny` size."""
-  image_size: int = 32          # square images, pixels
+  image_size: int = 32          # the square side, pixels: (image_size / patch_size)^2 is the token budget
+  # The aspect-ratio buckets (H, W) in pixels the model trains at (vbanana.aspect): () = the square only.
+  # Any H x W grid of patches runs (the 2D rotary positions index rows and columns); these are the shapes
+  # the data is batched at, and predict resizes a photo to the one nearest its aspect ratio.
+  image_shapes: tuple = ()
   patch_size: int = 4           # pixels per token side
   channels: int = 3
   width: int = 64               # model (embedding) width
@@ -67,6 +71,14 @@ class ModelConfig:
         fail(name, f"expected an int >= 0, got {getattr(self, name)!r}")
     if self.image_size % self.patch_size:
       fail("image_size", f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}")
+    from vbanana import aspect  # pylint: disable=g-import-not-at-top
+    try:
+      shapes = tuple(tuple(int(v) if isinstance(v, float) and v.is_integer() else v for v in s)
+                     for s in (self.image_shapes or ()))
+      object.__setattr__(self, "image_shapes", aspect.check_shapes(
+          shapes, self.patch_size, self.tokens_per_image, "ModelConfig.image_shapes"))
+    except (TypeError, ValueError) as e:
+      fail("image_shapes", str(e).removeprefix("ModelConfig.image_shapes: "))
     if self.width % self.num_heads:
       fail("width", f"width={self.width} is not divisible by num_heads={self.num_heads}")
     if (self.width // self.num_heads) % 4:
@@ -109,12 +121,18 @@ class ModelConfig:
 
   @property
   def grid(self) -> int:
-    """Tokens per image side."""
+    """Tokens per side of the square image."""
     return self.image_size // self.patch_size
 
   @property
   def tokens_per_image(self) -> int:
+    """The token budget of one image (every bucket has at most this many)."""
     return self.grid ** 2
+
+  @property
+  def shapes(self) -> tuple[tuple[int, int], ...]:
+    """The image shapes (H, W) the model trains at: its buckets, or the square."""
+    return self.image_shapes or ((self.image_size, self.image_size),)
 
   @property
   def patch_dim(self) -> int:
@@ -141,6 +159,8 @@ class ModelConfig:
     unknown = sorted(set(d) - known)
     if unknown:
       raise ValueError(f"ModelConfig.from_dict: unknown fields {unknown}; known: {sorted(known)}")
+    if d.get("image_shapes"):
+      d = {**d, "image_shapes": tuple(tuple(s) for s in d["image_shapes"])}
     return cls(**d)
 
 

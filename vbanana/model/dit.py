@@ -17,6 +17,9 @@ Why this shape:
     and the instruction or the input pixels. Adding a task = a new instruction, never a new module.
   * Text: T = L / text_stride tokens, each merging text_stride bytes after the byte-level text encoder
     (or one token per precomputed embedding), so long instructions stay affordable in the joint sequence.
+  * Shapes: images need not be square. Every image of a batch has the batch's H x W (one aspect-ratio
+    bucket, vbanana.aspect); the grid of patches is read off x_t, so one model runs any bucket within its
+    token budget (image_size / patch_size)^2, one compiled program per shape.
   * Positions: each image gets the same 2D rotary grid, so target token (r, c) and input token (r, c) have
     relative offset zero: pixel-aligned tasks (depth, normals, segmentation, edits) find their source by
     position. Text tokens get no rotary position (identity rotation): the text encoder already encoded word
@@ -57,9 +60,10 @@ class PatchTokenizer:
     p = self.patch_size
     return einops.rearrange(images, "... (h p) (w q) c -> ... (h w) (p q c)", p=p, q=p)
 
-  def decode(self, tokens: jax.Array, grid: int) -> jax.Array:
+  def decode(self, tokens: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """Tokens of a (rows, cols) grid of patches -> the image."""
     p = self.patch_size
-    return einops.rearrange(tokens, "... (h w) (p q c) -> ... (h p) (w q) c", h=grid, w=grid, p=p, q=p)
+    return einops.rearrange(tokens, "... (h w) (p q c) -> ... (h p) (w q) c", h=grid[0], w=grid[1], p=p, q=p)
 
 
 def timestep_embedding(t: jax.Array, dim: int = 256, max_period: float = 10000.0) -> jax.Array:
@@ -70,9 +74,11 @@ def timestep_embedding(t: jax.Array, dim: int = 256, max_period: float = 10000.0
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
 
-def image_positions(grid: int) -> jax.Array:
-  """(grid*grid, 2) integer (row, col) of every patch, in token order."""
-  rows, cols = jnp.meshgrid(jnp.arange(grid), jnp.arange(grid), indexing="ij")
+def image_positions(rows: int, cols: int | None = None) -> jax.Array:
+  """(rows*cols, 2) integer (row, col) of every patch of a rows x cols grid (square if cols is None), in
+  token order."""
+  cols = rows if cols is None else cols
+  rows, cols = jnp.meshgrid(jnp.arange(rows), jnp.arange(cols), indexing="ij")
   return jnp.stack([rows.reshape(-1), cols.reshape(-1)], axis=-1)
 
 
@@ -112,8 +118,10 @@ class DiT(nnx.Module):
 
   def __call__(self, x_t, t, text, inputs, input_mask, text_embeddings=None):
     cfg = self.cfg
-    b, n, k = x_t.shape[0], cfg.tokens_per_image, inputs.shape[1]
     _check_shapes(cfg, x_t, t, text, inputs, input_mask)
+    # Any H x W that is a multiple of the patch: the grid is the batch's (one aspect-ratio bucket).
+    grid = (x_t.shape[1] // cfg.patch_size, x_t.shape[2] // cfg.patch_size)
+    b, n, k = x_t.shape[0], grid[0] * grid[1], inputs.shape[1]
     dtype = jnp.dtype(cfg.dtype)
 
     # Conditioning vector from the timestep (drives every adaLN).
@@ -137,7 +145,7 @@ class DiT(nnx.Module):
 
     # Which keys exist, and the rotary angles of every token (text: 0 = identity rotation).
     mask = jnp.concatenate([txt_mask, jnp.repeat(input_mask, n, axis=1), jnp.ones((b, n), bool)], axis=1)
-    image_angles = layers.rope_angles(image_positions(cfg.grid), cfg.head_dim)
+    image_angles = layers.rope_angles(image_positions(*grid), cfg.head_dim)
     angles = jnp.concatenate([jnp.zeros((txt.shape[1], cfg.head_dim // 2)),
                               jnp.tile(image_angles, (k + 1, 1))], axis=0)
 
@@ -148,17 +156,24 @@ class DiT(nnx.Module):
     y = x[:, -n:]
     shift, scale = (a[:, None, :] for a in jnp.moveaxis(self.final_modulation(c), 1, 0))
     y = self.final(layers.layer_norm(y) * (1 + scale) + shift)
-    return self.tokenizer.decode(y, cfg.grid).astype(jnp.float32)
+    return self.tokenizer.decode(y, grid).astype(jnp.float32)
 
 
 def _check_shapes(cfg: ModelConfig, x_t, t, text, inputs, input_mask):
-  b, s = x_t.shape[0], cfg.image_size
-  expected = {"x_t": (b, s, s, cfg.channels), "t": (b,), "inputs": (b, inputs.shape[1], s, s, cfg.channels),
-              "input_mask": (b, inputs.shape[1])}
-  for name, arr in (("x_t", x_t), ("t", t), ("inputs", inputs), ("input_mask", input_mask)):
+  if x_t.ndim != 4 or x_t.shape[-1] != cfg.channels:
+    raise ValueError(f"DiT: x_t has shape {tuple(x_t.shape)}, expected (B, H, W, {cfg.channels})")
+  b, h, w = x_t.shape[:3]
+  if h % cfg.patch_size or w % cfg.patch_size:
+    raise ValueError(f"DiT: x_t is {h}x{w} pixels, not a multiple of patch_size={cfg.patch_size}")
+  if (h // cfg.patch_size) * (w // cfg.patch_size) > cfg.tokens_per_image:
+    raise ValueError(f"DiT: x_t is {h}x{w} pixels, {(h // cfg.patch_size) * (w // cfg.patch_size)} patches: "
+                     f"over the model's budget of {cfg.tokens_per_image} (image_size={cfg.image_size}, "
+                     f"patch_size={cfg.patch_size}); resize to one of its shapes {cfg.shapes}")
+  expected = {"t": (b,), "inputs": (b, inputs.shape[1], h, w, cfg.channels), "input_mask": (b, inputs.shape[1])}
+  for name, arr in (("t", t), ("inputs", inputs), ("input_mask", input_mask)):
     if tuple(arr.shape) != expected[name]:
       raise ValueError(f"DiT: {name} has shape {tuple(arr.shape)}, expected {expected[name]} "
-                       f"(image_size={s}, channels={cfg.channels})")
+                       f"(the target's {h}x{w}, channels={cfg.channels})")
   if inputs.shape[1] > cfg.max_inputs:
     raise ValueError(f"DiT: {inputs.shape[1]} input slots given, the model has max_inputs={cfg.max_inputs}")
   if text.ndim != 2 or text.shape[0] != b:

@@ -160,10 +160,11 @@ def test_collectives_in_a_scanned_body_count_once_per_iteration():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["pretrain_tpu", "instruct_tpu", "pretrain_2b_tpu"])
+@pytest.mark.parametrize("name", ["pretrain_tpu", "instruct_tpu"])
 def test_pod_config_trains_and_evaluates_on_cpu_with_only_its_size_arguments(name, scenes_dir, tmp_path):
   """The pod config itself (its mesh data=2 x fsdp=-1 over 8 CPU devices, rules, bf16, mixture, evaluators),
-  sized down by its own arguments, with the scenes data of the test session."""
+  sized down by its own arguments, with the scenes data of the test session. (pretrain_2b_tpu is
+  pretrain_tpu's config function with other size defaults: sized down to tiny it is the same run.)"""
   from cli_helpers import losses, run_main
   r = run_main(f"--config=configs/{name}.py:size=tiny,res=32,patch=4,batch=8,steps=2,scenes=64,workers=1,"
                f"evals=8,data_dir={scenes_dir}", f"--workdir={tmp_path}", "--config.train.log_every=1", timeout=1500)

@@ -32,7 +32,10 @@ MODES = {"square": ("square", "native"), "mixed": ("square", "bucket")}
 TEST_SHAPES = ((48, 64), (64, 48))  # 4:3 and 3:4 cameras, H x W
 TASKS = ("depth", "normals", "semantic")
 METRICS = (("depth", "abs_rel", "depth AbsRel", False), ("depth", "delta1", "depth delta1", True),
-           ("normals", "mean", "normals mean angle (deg)", False), ("semantic", "miou", "semantic mIoU", True))
+           ("depth", "affine_abs_rel", "depth AbsRel, scale-and-shift aligned", False),
+           ("normals", "mean_angle", "normals mean angle (deg)", False),
+           ("normals", "within_30", "normals % within 30 deg", True),
+           ("semantic", "miou", "semantic mIoU", True), ("semantic", "pixel_acc", "semantic pixel accuracy", True))
 
 
 def arm_config(arm: str, out: str, steps: int):
@@ -108,14 +111,20 @@ def main(argv=None) -> int:
             "cpus": os.cpu_count()}
   with open(os.path.join(args.out, "results.json"), "w") as f:
     json.dump(record, f, indent=2)
-  text = (f"Command: python -m vbanana.experiments.aspect --out={args.out} --steps={args.steps} "
-          f"--num_test={args.num_test}\n\n{table(results)}\n\n{os.cpu_count()} CPUs, "
-          f"{record['total_seconds'] / 60:.1f} min in all (training {', '.join(f'{a} {s:.0f} s' for a, s in seconds.items())}; "
-          "a resumed run counts only its own part).\n")
-  with open(os.path.join(args.out, "results.md"), "w") as f:
-    f.write(text)
-  print(text)
+  print(write_report(args.out, record))
   return 0
+
+
+def write_report(out: str, record: dict) -> str:
+  """OUT/results.md from the record of a run (also re-made from OUT/results.json alone)."""
+  seconds = record["train_seconds"]
+  text = (f"Command: python -m vbanana.experiments.aspect --out={out} --steps={record['steps']} "
+          f"--num_test={record['num_test']}\n\n{table(record['results'])}\n\n{record['cpus']} CPUs, "
+          f"{record['total_seconds'] / 60:.1f} min in all (training "
+          f"{', '.join(f'{a} {s:.0f} s' for a, s in seconds.items())}; a resumed run counts only its own part).\n")
+  with open(os.path.join(out, "results.md"), "w") as f:
+    f.write(text)
+  return text
 
 
 if __name__ == "__main__":

@@ -553,17 +553,10 @@ def run(checkpoint: str, task: str, out: str, input_path: str | None = None, pro
     images = [read_image(f, notes) for f in chunk]
     for note in notes:
       print(note, file=sys.stderr)
-    # Each photo at the model shape for its aspect ratio (`model_shape`); one forward pass per shape.
-    shapes = [model_shape(loaded.config, im.shape[:2], resize) for im in images]
-    examples = [make_request(name, resize_rgb(im, shape), prompt, shape, f)
-                for im, shape, f in zip(images, shapes, chunk)]
-    rgbs: list[np.ndarray | None] = [None] * len(chunk)
-    for shape in dict.fromkeys(shapes):
-      rows = [i for i, s in enumerate(shapes) if s == shape]
-      generated = generate(loaded, sampler, [examples[i].instruction for i in rows],
-                           [examples[i].inputs for i in rows], seed + start + rows[0])
-      for i, rgb in zip(rows, generated):
-        rgbs[i] = rgb
+    # Each request made at the model shape of its photo (`model_shape`), which `predict_rgb` runs it at.
+    examples = [make_request(name, resize_rgb(im, shape), prompt, shape, f) for im, f in zip(images, chunk)
+                for shape in [model_shape(loaded.config, im.shape[:2], resize)]]
+    rgbs = predict_rgb(loaded, sampler, [e.instruction for e in examples], images, seed + start, resize)
     for f, image, rgb, example in zip(chunk, images, rgbs, examples):
       stem = os.path.splitext(os.path.basename(f))[0]
       written += write_prediction(name, out, stem, image, rgb, example)

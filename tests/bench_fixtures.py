@@ -73,6 +73,89 @@ def dsine(root, dataset="nyuv2", h=12, w=16):
   Image.fromarray(normal).save(os.path.join(base, "000000_normal.png"))
 
 
+# ------------------------------------------------------------------------------------------------------------
+# DSINE's evaluation sets at their real sizes: a box room whose normals are known in both frames.
+# ------------------------------------------------------------------------------------------------------------
+NYU_K = [[518.8579, 0.0, 325.5824], [0.0, 519.4696, 253.7362], [0.0, 0.0, 1.0]]  # NYUv2's colour camera
+VKITTI_K = [[725.0087, 0.0, 620.5], [0.0, 725.0087, 187.0], [0.0, 0.0, 1.0]]     # Virtual KITTI 2's camera
+
+
+def box_room(h, w, k, half_width=2.0, half_height=1.5, depth=6.0):
+  """A camera inside a box room (walls at x = -+half_width, floor and ceiling at y = +-half_height in OpenCV
+  axes, x right, y down, z forward; back wall at z = depth). Returns (ours, dsine), both (H, W, 3) from the
+  geometry alone: `ours` the outward normal (the side the camera sees) in vbanana's frame (x right, y up, z
+  towards the viewer): the left wall faces right, (1, 0, 0); the floor (0, 1, 0); the back wall (0, 0, 1).
+  `dsine` the normal as DSINE's d2n code orients it, pointing away from the camera in OpenCV axes (n . ray > 0):
+  the left wall (-1, 0, 0), the floor (0, 1, 0), the back wall (0, 0, 1)."""
+  fx, fy, cx, cy = k[0][0], k[1][1], k[0][2], k[1][2]
+  u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+  ray = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u)], -1)
+  # (axis, plane coordinate, outward normal in OpenCV axes: towards the inside of the room)
+  planes = [(0, -half_width, (1, 0, 0)), (0, half_width, (-1, 0, 0)), (1, half_height, (0, -1, 0)),
+            (1, -half_height, (0, 1, 0)), (2, depth, (0, 0, -1))]
+  nearest, outward = np.full((h, w), np.inf), np.zeros((h, w, 3))
+  for axis, c, n in planes:
+    with np.errstate(divide="ignore"):
+      t = c / ray[..., axis]
+    hit = (t > 0) & (t < nearest)
+    nearest[hit] = t[hit]
+    outward[hit] = n
+  ours = outward * (1, -1, -1)  # OpenCV -> vbanana: y up, z towards the viewer
+  dsine = -outward              # away from the camera
+  assert np.all(np.einsum("hwc,hwc->hw", dsine, ray) > 0)
+  return ours, dsine
+
+
+def dsine_room(root, dataset):
+  """The box room in the DSINE layout of `dataset` at its real size: nyuv2 test/000000_img.png with an 8-bit
+  normal PNG (480 x 640), vkitti Scene01/000000_img.jpg with a 16-bit one (375 x 1242), as DSINE stores them:
+  rgb = round((n + 1) / 2 * (2^bits - 1)). Returns our-frame normals (the perfect prediction) and the PNG's
+  integer values."""
+  folder, ext, k, hw, bits = {"nyuv2": ("test", "png", NYU_K, (480, 640), 8),
+                              "vkitti": ("Scene01", "jpg", VKITTI_K, (375, 1242), 16)}[dataset]
+  base = os.path.join(root, "dsine_eval", dataset, folder)
+  _image(os.path.join(base, f"000000_img.{ext}"), *hw)
+  np.save(os.path.join(base, "000000_intrins.npy"), np.asarray(k, np.float32))
+  ours, dsine = box_room(*hw, k)
+  top = 2 ** bits - 1
+  raw = np.round((dsine + 1) / 2 * top).astype(np.uint16 if bits == 16 else np.uint8)
+  if bits == 16:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (PIL cannot write 16-bit RGB)
+    with open(os.path.join(base, "000000_normal.png"), "wb") as f:
+      f.write(tf.io.encode_png(raw).numpy())
+  else:
+    Image.fromarray(raw).save(os.path.join(base, "000000_normal.png"))
+  return ours, raw
+
+
+def kitti_frame(root, h=375, w=1242):
+  """One KITTI frame at a real size: depth 20 m everywhere (256 * 20), 80 m exactly in row 200, no
+  measurement (0) in column 0."""
+  drive, frame = "2011_09_26_drive_0002_sync", "0000000005"
+  gt = np.full((h, w), 256 * 20, np.uint16)
+  gt[200] = 256 * 80
+  gt[:, 0] = 0
+  path = os.path.join(root, "kitti", "data_depth_annotated", "val", drive, "proj_depth", "groundtruth", "image_02")
+  os.makedirs(path, exist_ok=True)
+  Image.fromarray(gt).save(os.path.join(path, frame + ".png"))
+  _image(os.path.join(root, "kitti", "raw", drive[:10], drive, "image_02", "data", frame + ".png"), h, w)
+  return gt
+
+
+def reasonseg_hole(root, h=768, w=1024, ignore_first=False):
+  """ReasonSeg at a real size: a 400 x 400 'target' square (vertices 100 and 500: 401 x 401 pixels drawn) with a
+  100 x 100 'ignore' square inside it (vertices 200 and 300: 101 x 101 pixels), and two query texts."""
+  base = os.path.join(root, "reasonseg", "val")
+  os.makedirs(base, exist_ok=True)
+  _image(os.path.join(base, "hole.jpg"), h, w)
+  target = {"label": "target", "points": [[100, 100], [500, 100], [500, 500], [100, 500]], "shape_type": "polygon"}
+  ignore = {"label": "ignore", "points": [[200, 200], [300, 200], [300, 300], [200, 300]], "shape_type": "polygon"}
+  meta = {"text": ["what would you stand on to paint the ceiling", "the ladder"], "is_sentence": True,
+          "shapes": [ignore, target] if ignore_first else [target, ignore]}
+  with open(os.path.join(base, "hole.json"), "w") as f:
+    json.dump(meta, f)
+
+
 def reasonseg(root, h=20, w=20):
   base = os.path.join(root, "reasonseg", "val")
   os.makedirs(base, exist_ok=True)

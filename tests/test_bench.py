@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 import bench_fixtures
 from test_predict import PYTHONPATH, ROOT, train_tiny
 from vbanana import config_lib
-from vbanana.bench import benchmarks, paper, runner
+from vbanana.bench import benchmarks, options, paper, runner
 
 import pytest
 
@@ -36,7 +36,8 @@ def test_eval_paper_config_writes_the_table(tiny, tmp_path):
     outcome = runner.run(runner.settings_from_config(config.bench), str(tmp_path / "out"), log=lines.append)
   results = outcome["results"]
   assert set(results) == {"depth_kitti", "normals_nyuv2", "reasonseg", "depth_nyu", "depth_nuscenes", "sa_co_gold"}
-  assert results["depth_nyu"]["count"] == 2 and results["reasonseg"]["count"] == 2  # the limit
+  assert results["depth_nyu"]["count"] == 2  # the limit
+  assert results["reasonseg"]["count"] == 1  # its one image, scored on its first text (the authors' protocol)
   assert results["depth_nuscenes"]["count"] == 2 and 0 <= results["depth_nuscenes"]["delta1"] <= 1
   assert results["sa_co_gold"]["count"] == 2 and 0 <= results["sa_co_gold"]["pmf1"] <= 1
   assert results["depth_kitti"]["count"] == 1 and 0 <= results["depth_kitti"]["delta1"] <= 1
@@ -57,6 +58,9 @@ def test_eval_paper_config_writes_the_table(tiny, tmp_path):
   assert "(partial: nyu, kitti of nyu, eth3d, diode_indoor, kitti)" in table
   assert "| KITTI | 0.915 | 0.953 |" in table and "| NYUv2 | 17.778 | 16.9 |" in table
   assert "Eigen crop [45:471, 41:601]" in table and "not run: no TFDS dataset at" in table
+  # The protocol options the run used, in the log and at the top of the table.
+  assert lines[0] == "protocol options: " + ", ".join(f"{k}={v}" for k, v in options.DEFAULTS.items())
+  assert "- `kitti_crop=garg` (default; depth_kitti): Garg crop of the full frame (monodepth2)" in table
 
 
 def test_readme_command_and_a_wrong_layout(tiny, tmp_path):

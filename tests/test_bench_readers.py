@@ -1,5 +1,7 @@
 """Benchmark readers on fixtures in each dataset's published folder layout and on TFDS mock records in the
-real feature specs; a wrong layout gets one error line naming the file looked for and the layout expected."""
+real feature specs; a wrong layout gets one error line naming the file looked for and the layout expected.
+The DSINE normal sets and ReasonSeg are also checked at their real image sizes on scenes whose ground truth is
+known from first principles (where our reading once disagreed with DSINE's and LISA's own code)."""
 
 import os
 
@@ -8,8 +10,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 import bench_fixtures
-from vbanana.bench import benchmarks, protocols, readers
+from vbanana.bench import benchmarks, options, protocols, readers
 from vbanana.data.adapters import BadRecordError
+from vbanana.tasks import normals, referring
 
 
 def test_kitti_depth_png_is_metres_times_256_and_zero_is_invalid(tmp_path):
@@ -57,7 +60,10 @@ def test_dsine_normals_decode_to_camera_facing(tmp_path):
 
 def test_reasonseg_polygons_target_and_ignore(tmp_path):
   bench_fixtures.reasonseg(str(tmp_path))
-  samples = list(readers.reasonseg(str(tmp_path / "reasonseg")))
+  # The authors' evaluator scores the first text of each image (the default); 'all' gives one sample a text.
+  assert [s["referring"][0][0] for s in readers.reasonseg(str(tmp_path / "reasonseg"))] == [
+      "the thing you would sit on"]
+  samples = list(readers.reasonseg(str(tmp_path / "reasonseg"), reasonseg_texts="all"))
   assert [s["referring"][0][0] for s in samples] == ["the thing you would sit on", "where to rest"]
   mask = samples[0]["instance"] == 1
   assert mask[2:10, 2:10].all() and mask.sum() == 64
@@ -205,3 +211,83 @@ def test_sa_co_gold_wrong_layout_and_missing(tmp_path):
   os.remove(tmp_path / "x" / "sa_co_gold" / "images" / "metaclip" / "1" / "1001" / "metaclip_1_1001_x.jpeg")
   with pytest.raises(readers.LayoutError, match=r"metaclip_1_1001_x.jpeg not found; expected the layout sa_co_gold/"):
     list(readers.sa_co_gold(str(tmp_path / "x" / "sa_co_gold")))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The DSINE sets and ReasonSeg at their real sizes, against first principles.
+# ------------------------------------------------------------------------------------------------------------
+Q8 = 128 / 255 * 2 - 1     # a zero component stored in 8 bits: round(0.5 * 255) = 128 -> 0.0039216
+Q16 = 32768 / 65535 * 2 - 1  # in 16 bits: round(0.5 * 65535) = 32768 -> 0.0000153
+
+
+def _room_error(tmp_path, dataset):
+  ours, raw = bench_fixtures.dsine_room(str(tmp_path), dataset)
+  [s] = list(readers.dsine_normals(str(tmp_path / "dsine_eval"), dataset))
+  assert s["normals"].shape == ours.shape and s["valid"].all()
+  gt = protocols.to_our_frame(s["normals"], protocols.NORMALS[dataset])
+  acc = normals.Accumulator()
+  acc.update(ours, {"normals": gt, "valid": s["valid"]})  # a perfect prediction in our frame
+  return acc.result(), s, gt, raw
+
+
+def test_dsine_nyuv2_box_room_perfect_prediction_scores_zero(tmp_path):
+  # Bug 1, on a box room at NYUv2's 480 x 640 whose normals are known in both frames (bench_fixtures.box_room).
+  # The left wall at pixel (240, 0) faces right: DSINE stores it as rgb (0, 128, 128), n = (-1, Q8, Q8) (its
+  # normals point away from the camera); in our frame it is (1, 0, 0).
+  r, s, gt, raw = _room_error(tmp_path, "nyuv2")
+  assert tuple(raw[240, 0]) == (0, 128, 128) and tuple(raw[479, 320]) == (128, 255, 128)  # left wall, floor
+  np.testing.assert_allclose(gt[240, 0], [1.0, Q8, Q8], atol=1e-6)
+  np.testing.assert_allclose(gt[479, 320], [-Q8, 1.0, Q8], atol=1e-6)  # the floor: stored (Q8, 1, Q8)
+  # Every wall is axis-aligned, so every pixel is off only by the 8-bit rounding of its two zero components:
+  # arctan(sqrt(2) * Q8) = 0.3178 degrees (reading x unflipped, the side walls score 180: mean 63.7).
+  expected = float(np.degrees(np.arctan(np.sqrt(2) * Q8)))
+  assert r["mean_angle"] == pytest.approx(expected, abs=2e-3) and r["within_11.25"] == 100.0
+
+
+def test_dsine_vkitti_layout_16bit_normals_and_frame(tmp_path):
+  # Bug 2: DSINE's vkitti set is Scene01/<id>_img.jpg with 16-bit normal PNGs (375 x 1242), n = rgb / 65535 * 2
+  # - 1. A zero component is stored as 32768: Q16 = 1.5e-5 read as 16 bits, Q8 = 3.9e-3 if read as 8 bits.
+  r, s, gt, raw = _room_error(tmp_path, "vkitti")
+  assert s["key"].endswith(os.path.join("vkitti", "Scene01", "000000_normal.png"))
+  assert raw.dtype == np.uint16 and tuple(raw[187, 0]) == (0, 32768, 32768)  # the left wall, facing right
+  np.testing.assert_allclose(s["normals"][187, 0], [-1.0, Q16, Q16], atol=1e-7)
+  np.testing.assert_allclose(gt[187, 0], [1.0, Q16, Q16], atol=1e-7)
+  # 16-bit rounding: arctan(sqrt(2) * Q16) = 0.0012 degrees per pixel (8-bit reading: 0.318; x unflipped: 110).
+  assert r["mean_angle"] < 0.01 and r["within_11.25"] == 100.0
+
+
+@pytest.mark.parametrize("ignore_first", [False, True])
+def test_reasonseg_ignore_inside_target_is_ignored(tmp_path, ignore_first):
+  # Bug 4, at 768 x 1024: a target square with vertices 100 and 500 (401 x 401 = 160,801 pixels drawn) around an
+  # ignore square with vertices 200 and 300 (101 x 101 = 10,201). The authors draw the larger polygon first, so
+  # the ignore square stays ignored: 160,801 - 10,201 = 150,600 target pixels, whatever the JSON's order.
+  bench_fixtures.reasonseg_hole(str(tmp_path), ignore_first=ignore_first)
+  [s] = list(readers.reasonseg(str(tmp_path / "reasonseg")))
+  target = s["instance"] == 1
+  assert s["image"].shape == (768, 1024, 3)
+  assert target.sum() == 150_600 and (~s["valid"]).sum() == 10_201
+  assert not (target & ~s["valid"]).any() and target[100:501, 100:501].sum() == 150_600
+  # A prediction equal to the authors' mask scores IoU 1 (scored as target before: 150,600 / 160,801 = 0.937).
+  acc = referring.Accumulator()
+  acc.update(target.copy(), {"mask": target}, valid=s["valid"])
+  assert acc.result()["giou"] == 1.0
+
+
+def test_kitti_benchmark_crop_option_cuts_image_and_depth(tmp_path):
+  # A 375 x 1242 frame: 20 m everywhere but 80 m in row 200 and nothing in column 0 (bench_fixtures.kitti_frame).
+  bench_fixtures.kitti_frame(str(tmp_path))
+  root = str(tmp_path / "kitti")
+  [full] = list(readers.kitti(root))
+  [kb] = list(readers.kitti(root, kitti_crop="kb_garg"))
+  assert full["image"].shape == (375, 1242, 3) and kb["image"].shape == (352, 1216, 3)
+  # The benchmark frame is rows 23..374 and columns 13..1228: row 200 -> 177, column 0 cut away.
+  np.testing.assert_array_equal(kb["depth"], full["depth"][23:, 13:1229])
+  assert kb["valid"].all() and kb["depth"][177, 500] == 80.0
+  # Scored: Garg rows 143..348 (206) x columns 43..1171 (1129) of the crop; rows 153..370 (218) x 44..1196
+  # (1153) of the full frame; the 80 m row counts with '<=' only.
+  def scored(sample, **kw):
+    p = protocols.depth_protocol("kitti", options.Options(**kw))
+    return protocols.depth_valid(sample["depth"], p, sample["valid"]).sum()
+  assert scored(kb, kitti_crop="kb_garg") == 206 * 1129 and scored(kb, kitti_crop="kb_eigen") == 204 * 1129
+  assert scored(full) == 218 * 1153 and scored(full, depth_cap="lt") == 217 * 1153
+  assert scored(full, kitti_crop="none") == 375 * 1241

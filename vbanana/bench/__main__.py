@@ -2,12 +2,14 @@
 
 Runs every benchmark of the paper's Table 1 whose data is under DIR and writes DIR_OUT/paper_table.md (the
 same as `python -m vbanana.main --config=configs/eval_paper.py:checkpoint=PATH,data_dir=DIR --mode=eval`).
+The protocol options (--depth_cap, --kitti_crop, ... : vbanana.bench.options) pick a peer's choice where the
+peers' evaluation code splits; the table lists the values used.
 """
 
 import argparse
 import sys
 
-from vbanana.bench import runner
+from vbanana.bench import options, runner
 
 
 def main(argv=None) -> int:
@@ -21,6 +23,9 @@ def main(argv=None) -> int:
   p.add_argument("--text_scale", type=float, default=1.0)
   p.add_argument("--semantic_prompt", default="named", choices=("named", "palette"))
   p.add_argument("--only", default="", help="benchmark names separated by ';' (default: all)")
+  for o in options.OPTIONS:  # the protocol choices where the peers split (docs/benchmarks.md)
+    p.add_argument(f"--{o.name}", default=o.default, choices=tuple(o.choices),
+                   help=f"{o.benchmarks}: " + "; ".join(f"{k}: {v}" for k, v in o.choices.items()))
   args = vars(p.parse_args(argv))
   out = args.pop("out")
   try:

@@ -12,7 +12,7 @@ import glob
 import os
 from typing import Callable, Iterable
 
-from vbanana.bench import protocols, readers
+from vbanana.bench import options, protocols, readers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,19 +40,59 @@ class Benchmark:
       return f"no DIODE normal maps (<name>_normal.npy) under {os.path.join(path, 'val', 'indoors')}"
     return None
 
+  def protocol_for(self, opts: options.Options) -> str:
+    """The one-line protocol under the given options (`protocol` is the line under the defaults)."""
+    if self.task == "depth":
+      return _depth_line(protocols.depth_protocol(self.paper_key, opts), opts)
+    if self.task == "normals":
+      return _normals_line(protocols.NORMALS[self.paper_key], opts)
+    if self.name == "reasonseg":
+      return _reasonseg_line(opts)
+    if self.name == "sa_co_gold":
+      return _saco_line(opts)
+    return self.protocol
 
-def _depth(name, title, location, read):
-  p = protocols.DEPTH[name]
+
+def _resize_line(opts) -> str:
+  return ("predictions resized bilinearly with align_corners "
+          f"{'True' if opts.resize == 'corners' else 'False'}")
+
+
+def _depth_line(p: protocols.DepthProtocol, opts) -> str:
+  affine = ", aligned map clipped to that range" if p.affine_clip == "range" else ""
+  return (f"metric depth, no alignment (and affine-aligned{affine}): delta1, AbsRel; {p.describe()}; mean of "
+          f"per-image metrics at the ground truth's resolution, {_resize_line(opts)} ({p.source})")
+
+
+def _depth(name, title, location, read, settings_args=()):
   return Benchmark(f"depth_{name}", "depth", title, name, location, read,
-                   f"metric depth, no alignment (and affine-aligned): delta1, AbsRel; {p.describe()}; "
-                   f"mean of per-image metrics at the ground truth's resolution ({p.source})")
+                   _depth_line(protocols.depth_protocol(name), options.Options()), settings_args)
+
+
+def _reasonseg_line(opts) -> str:
+  texts = "the first query text of each image" if opts.reasonseg_texts == "first" else "every query text"
+  return (f"gIoU (mean per-query IoU) and cIoU over {texts}, 'ignore' polygons not scored (drawn largest first, "
+          "as the authors draw them), at the image's resolution; the query is the instruction's expression")
+
+
+def _saco_line(opts) -> str:
+  pooling = ("the mean over the subsets of each subset's pmF1 (SAM 3's reported numbers)"
+             if opts.saco_pooling == "subsets" else "TP / FP / FN pooled over all drawn pairs")
+  return ("pmF1 (positive micro F1, SAM 3): masks scored >= 0.5, Hungarian IoU matching per (image, phrase) pair, "
+          "F1 averaged over IoU 0.5:0.05:0.95, the best of the three annotations per pair (oracle, SAM 3's "
+          f"tie rule), instance-exhaustive pairs only; {pooling}; {protocols.SACO_QUERIES} pairs drawn with seed "
+          f"{protocols.SACO_SEED} (`queries`); the phrase in the instance instruction, on black; at the image's "
+          "resolution")
+
+
+def _normals_line(p: protocols.NormalsProtocol, opts) -> str:
+  return (f"mean / median angular error, % within 11.25 / 22.5 / 30 deg over valid pixels pooled over the split, "
+          f"at the ground truth's resolution, {_resize_line(opts)}; {p.describe()} ({p.source})")
 
 
 def _normals(name, title, location, read):
-  p = protocols.NORMALS[name]
   return Benchmark(f"normals_{name}", "normals", title, name, location, read,
-                   f"mean / median angular error, % within 11.25 / 22.5 / 30 deg over valid pixels pooled over "
-                   f"the split, at the ground truth's resolution; {p.describe()} ({p.source})")
+                   _normals_line(protocols.NORMALS[name], options.Options()))
 
 
 BENCHMARKS = (
@@ -60,8 +100,7 @@ BENCHMARKS = (
               readers.refcocog, "cIoU (summed intersections / summed unions) and gIoU (mean per-expression "
               "IoU) over every expression, at the image's resolution; the object painted red on black"),
     Benchmark("reasonseg", "referring", "ReasonSeg val", "reasonseg", "reasonseg", readers.reasonseg,
-              "gIoU (mean per-query IoU) and cIoU over every query text, 'ignore' polygons not scored, at the "
-              "image's resolution; the query is the instruction's expression"),
+              _reasonseg_line(options.Options()), settings_args=("reasonseg_texts",)),
     Benchmark("cityscapes", "semantic", "Cityscapes val", "cityscapes", "tfds:cityscapes/semantic_segmentation",
               readers.cityscapes, "mIoU over the 19 train classes from the confusion matrix summed over the "
               "split, ignore label 255 not scored, at the full 1024 x 2048 resolution; one fixed prompt naming "
@@ -70,14 +109,11 @@ BENCHMARKS = (
     _depth("ibims1", "iBims-1", "ibims1", readers.ibims1),
     _depth("eth3d", "ETH3D", "eth3d", readers.eth3d),
     _depth("diode_indoor", "DIODE-Indoor (val)", "diode", readers.diode_depth),
-    _depth("kitti", "KITTI (annotated depth, val)", "kitti", readers.kitti),
-    _depth("nuscenes", "nuScenes (LiDAR in the six cameras, key frames)", "nuscenes", readers.nuscenes),
+    _depth("kitti", "KITTI (annotated depth, val)", "kitti", readers.kitti, ("kitti_crop",)),
+    _depth("nuscenes", "nuScenes (LiDAR in the six cameras, key frames)", "nuscenes", readers.nuscenes,
+           ("nuscenes_points",)),
     Benchmark("sa_co_gold", "instance", "SA-Co/Gold (random queries)", "sa_co_gold", "sa_co_gold",
-              readers.sa_co_gold, "pmF1 (positive micro F1, SAM 3): masks scored >= 0.5, Hungarian IoU matching "
-              "per (image, phrase) pair, TP / FP / FN summed over the positive pairs, F1 averaged over IoU "
-              "0.5:0.05:0.95, the best of the three annotations per pair (oracle), instance-exhaustive pairs only; "
-              f"{protocols.SACO_QUERIES} pairs drawn with seed {protocols.SACO_SEED} (`queries`); the phrase in "
-              "the instance instruction, on black; at the image's resolution", settings_args=("queries",)),
+              readers.sa_co_gold, _saco_line(options.Options()), settings_args=("queries",)),
     _normals("nyuv2", "NYUv2 (DSINE eval set)", "dsine_eval/nyuv2", lambda d: readers.dsine_normals(d, "nyuv2")),
     _normals("diode_indoor", "DIODE-indoor (val)", "diode", readers.diode_normals),
     _normals("scannet", "ScanNet (DSINE eval set)", "dsine_eval/scannet",

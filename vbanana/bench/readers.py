@@ -41,8 +41,9 @@ LAYOUTS = {
              "(and <name>_normal.npy for normals)",
     "ibims1": "ibims1/ibims1_core_raw/{rgb,depth,mask_invalid,mask_transp}/<name>.png (depth 16-bit, "
               "50 m = 65535)",
-    "dsine_eval": "dsine_eval/<dataset>/**/<id>_img.png with <id>_normal.png (8-bit, n = rgb / 255 * 2 - 1), "
-                  "<dataset> one of nyuv2, scannet, vkitti",
+    "dsine_eval": "dsine_eval/<dataset>/<folder>/<id>_img.png (vkitti: Scene<NN>/<id>_img.jpg) with "
+                  "<id>_normal.png (nyuv2, scannet 8-bit: n = rgb / 255 * 2 - 1; vkitti 16-bit: n = rgb / 65535 * "
+                  "2 - 1), <dataset> one of nyuv2, scannet, vkitti",
     "reasonseg": "reasonseg/val/<name>.jpg with <name>.json (LISA's release: 'text' list, polygon 'shapes' "
                  "labelled 'target' or 'ignore')",
     "nuscenes": "nuscenes/v1.0-{trainval,mini,test}/{sample,sample_data,calibrated_sensor,ego_pose,sensor}.json "
@@ -157,9 +158,11 @@ def _split_lines(path: str) -> list[tuple[str, str]]:
   return [(d, os.path.splitext(f)[0]) for d, f in rows]
 
 
-def kitti(root: str) -> Iterator[dict]:
+def kitti(root: str, kitti_crop: str = "garg") -> Iterator[dict]:
   """KITTI depth (Uhrig et al. 2017): the annotated depth of data_depth_annotated/val (16-bit PNG, metres x
-  256, 0 = no measurement) with its raw left colour image (image_02); `split.txt` restricts the frames."""
+  256, 0 = no measurement) with its raw left colour image (image_02); `split.txt` restricts the frames.
+  `kitti_crop` 'kb_garg' / 'kb_eigen' (options.kitti_crop) cut image and depth to the 352 x 1216 KITTI-benchmark
+  frame (protocols.kitti_benchmark_box), as ZoeDepth, Marigold and UniDepth feed their models."""
   gt_root = _need(os.path.join(root, "data_depth_annotated", "val"), "kitti")
   split = os.path.join(root, "split.txt")
   if os.path.exists(split):
@@ -175,8 +178,14 @@ def kitti(root: str) -> Iterator[dict]:
     image, raw = _rgb(image_path), _read(gt_path)
     if raw.dtype != np.uint16 or raw.ndim != 2:
       raise BadRecordError(f"{gt_path}: expected a 16-bit single-channel PNG, got {raw.dtype} {raw.shape}")
-    depth = _same_size(gt_path, raw.astype(np.float32) / 256.0, image)
-    yield {"image": image, "depth": depth, "valid": raw > 0, "key": gt_path}
+    depth, valid = _same_size(gt_path, raw.astype(np.float32) / 256.0, image), raw > 0
+    if kitti_crop.startswith("kb_"):
+      try:
+        t, b, l, r = protocols.kitti_benchmark_box(depth.shape)
+      except ValueError as e:
+        raise BadRecordError(f"{gt_path}: {e}") from e
+      image, depth, valid = image[t:b, l:r], depth[t:b, l:r], valid[t:b, l:r]
+    yield {"image": image, "depth": depth, "valid": valid, "key": gt_path}
 
 
 def eth3d(root: str) -> Iterator[dict]:
@@ -253,37 +262,78 @@ def ibims1(root: str) -> Iterator[dict]:
     yield {"image": image, "depth": depth, "valid": valid, "key": depth_path}
 
 
+def png_bit_depth(path: str) -> int:
+  """The bit depth per channel in a PNG's IHDR chunk (byte 24), 0 for a file that is not a PNG."""
+  with open(path, "rb") as f:
+    head = f.read(26)
+  return head[24] if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" else 0
+
+
+def read_rgb16(path: str) -> np.ndarray:
+  """A 16-bit RGB(A) PNG as (H, W, 3) uint16. PIL has no 16-bit RGB mode (it keeps each sample's high byte:
+  off by up to 255 / 65535 per sample), so TensorFlow's PNG decoder reads these."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    with open(path, "rb") as f:
+      return tf.io.decode_png(f.read(), channels=3, dtype=tf.uint16).numpy()
+  except Exception as e:  # pylint: disable=broad-except  (TF raises its own error types on corrupt files)
+    raise BadRecordError(f"{path}: cannot decode a 16-bit PNG ({type(e).__name__}: {str(e)[:120]})") from e
+
+
 def dsine_normals(root: str, dataset: str) -> Iterator[dict]:
   """One of the DSINE evaluation sets (nyuv2: GeoNet's normals of the 654 NYUv2 test frames; scannet;
-  vkitti): <id>_img.png and <id>_normal.png, n = rgb / 255 * 2 - 1, valid where the PNG is not black."""
+  vkitti: Scene<NN>/<id>_img.jpg): <id>_img.<png|jpg> and <id>_normal.png, n = rgb / 255 * 2 - 1 for 8-bit maps
+  and rgb / 65535 * 2 - 1 for 16-bit ones (vkitti's; the bit depth is read from the PNG header), valid where
+  the map is not black; in DSINE's frame (protocols.NORMALS converts)."""
   base = _need(os.path.join(root, dataset), "dsine_eval")
-  images = sorted(glob.glob(os.path.join(base, "**", "*_img.png"), recursive=True))
+  images = sorted(p for ext in ("png", "jpg") for p in glob.glob(os.path.join(base, "**", f"*_img.{ext}"),
+                                                                  recursive=True))
   if not images:
-    raise LayoutError(f"error: dsine_eval: no <id>_img.png under {base}; expected the layout "
+    raise LayoutError(f"error: dsine_eval: no <id>_img.png or <id>_img.jpg under {base}; expected the layout "
                       f"{LAYOUTS['dsine_eval']}")
   for image_path in images:
     normal_path = _need(image_path[:-len("_img.png")] + "_normal.png", "dsine_eval")
-    image, raw = _rgb(image_path), _read(normal_path)
+    image = _rgb(image_path)
+    raw = read_rgb16(normal_path) if png_bit_depth(normal_path) == 16 else _read(normal_path)
     if raw.ndim != 3 or raw.shape[-1] < 3:
       raise BadRecordError(f"{normal_path}: expected an RGB normal map, got shape {raw.shape}")
     raw = _same_size(normal_path, raw[..., :3], image)
     scale = 65535.0 if raw.dtype == np.uint16 else 255.0
     normals = raw.astype(np.float32) / scale * 2.0 - 1.0
-    yield {"image": image, "normals": normals, "valid": raw.sum(-1) > 0, "key": normal_path}
+    yield {"image": image, "normals": normals, "valid": raw.astype(np.int64).sum(-1) > 0, "key": normal_path}
 
 
-def _polygon_mask(shape_hw, shapes, label: str) -> np.ndarray:
+REASONSEG_TARGET, REASONSEG_IGNORE = 1, 255
+
+
+def _draw_polygon(shape_hw, points, value: int, canvas=None) -> Image.Image:
+  """A polygon filled and outlined with `value`, vertices truncated to integers (as the authors' cv2 calls do)."""
+  canvas = Image.new("L", (shape_hw[1], shape_hw[0]), 0) if canvas is None else canvas
+  xy = [tuple(int(float(c)) for c in p[:2]) for p in points]
+  if len(xy) >= 2:
+    ImageDraw.Draw(canvas).polygon(xy, fill=value, outline=value)
+  return canvas
+
+
+def reasonseg_mask(shape_hw, shapes) -> np.ndarray:
+  """(H, W) uint8: 1 target, 255 ignore, 0 background, drawn the way the dataset authors' code draws it (LISA's
+  get_mask_from_json): 'flag' shapes skipped, a label containing 'ignore' is ignore and any other label target,
+  polygons drawn largest first so a smaller one inside a larger one wins (an 'ignore' hole in a target stays
+  ignored)."""
+  shapes = [s for s in shapes if str(s.get("label", "")).lower() != "flag" and len(s.get("points", ())) >= 2]
+  areas = [int((np.asarray(_draw_polygon(shape_hw, s["points"], 1)) > 0).sum()) for s in shapes]
+  order = np.argsort(areas, kind="stable")[::-1]
   canvas = Image.new("L", (shape_hw[1], shape_hw[0]), 0)
-  draw = ImageDraw.Draw(canvas)
-  for s in shapes:
-    if label in str(s.get("label", "")).lower() and len(s.get("points", ())) >= 3:
-      draw.polygon([tuple(map(float, p)) for p in s["points"]], fill=1)
-  return np.asarray(canvas, bool)
+  for i in order:
+    label = str(shapes[i].get("label", "")).lower()
+    _draw_polygon(shape_hw, shapes[i]["points"], REASONSEG_IGNORE if "ignore" in label else REASONSEG_TARGET, canvas)
+  return np.asarray(canvas, np.uint8)
 
 
-def reasonseg(root: str) -> Iterator[dict]:
-  """ReasonSeg val (Lai et al. 2024, LISA): one sample per query text of each image; the target mask is
-  the union of its 'target' polygons, 'ignore' polygons are left out of the score (`valid`)."""
+def reasonseg(root: str, reasonseg_texts: str = "first") -> Iterator[dict]:
+  """ReasonSeg val (Lai et al. 2024, LISA): per image, its first query text (`reasonseg_texts` 'first', the
+  authors' evaluator) or one sample per text ('all'); the target mask and the ignored pixels drawn as the
+  authors draw them (`reasonseg_mask`): 'ignore' regions are left out of the score (`valid`)."""
   base = _need(os.path.join(root, "val"), "reasonseg")
   images = sorted(glob.glob(os.path.join(base, "*.jpg")))
   if not images:
@@ -296,11 +346,11 @@ def reasonseg(root: str) -> Iterator[dict]:
     except (OSError, json.JSONDecodeError) as e:
       raise BadRecordError(f"{json_path}: cannot read ({type(e).__name__}: {e})") from e
     image = _rgb(image_path)
-    shapes = meta.get("shapes", [])
-    target = _polygon_mask(image.shape[:2], shapes, "target")
-    ignore = _polygon_mask(image.shape[:2], shapes, "ignore") & ~target
+    mask = reasonseg_mask(image.shape[:2], meta.get("shapes", []))
+    target, ignore = mask == REASONSEG_TARGET, mask == REASONSEG_IGNORE
     texts = meta.get("text", [])
-    for k, text in enumerate([texts] if isinstance(texts, str) else texts):
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    for k, text in enumerate(texts[:1] if reasonseg_texts == "first" else texts):
       yield {"image": image, "instance": target.astype(np.int32), "referring": [(text, 1)], "valid": ~ignore,
              "key": f"{json_path} text {k}"}
 
@@ -328,10 +378,11 @@ def _by_token(records, path):
                       f"{LAYOUTS['nuscenes']}") from e
 
 
-def nuscenes(root: str, cameras=None) -> Iterator[dict]:
+def nuscenes(root: str, cameras=None, nuscenes_points: str = "devkit") -> Iterator[dict]:
   """nuScenes key frames: each camera of `cameras` (protocols.NUSCENES_CAMERAS) with the LIDAR_TOP sweep of
-  the same sample projected into it (protocols.lidar_to_camera, protocols.project_depth). Samples in the
-  order of their scene and time; `split.txt` (scene names, e.g. the devkit's val scenes) restricts them."""
+  the same sample projected into it (protocols.lidar_to_camera, protocols.project_depth; `nuscenes_points`:
+  options.nuscenes_points). Samples in the order of their scene and time; `split.txt` (scene names, e.g. the
+  devkit's val scenes) restricts them."""
   cameras = protocols.NUSCENES_CAMERAS if cameras is None else tuple(cameras)
   _need(root, "nuscenes")
   versions = [v for v in NUSCENES_VERSIONS if os.path.exists(os.path.join(root, v, "sample_data.json"))]
@@ -392,7 +443,8 @@ def nuscenes(root: str, cameras=None) -> Iterator[dict]:
         raise BadRecordError(f"{tables}: ego pose {e} of sample {sample['token']} not in ego_pose.json") from e
       in_cam = protocols.lidar_to_camera(points, calibrated[lidar["calibrated_sensor_token"]], lidar_ego, cam_ego,
                                          cam_sensor)
-      depth = protocols.project_depth(in_cam, cam_sensor["camera_intrinsic"], image.shape[:2])
+      depth = protocols.project_depth(in_cam, cam_sensor["camera_intrinsic"], image.shape[:2],
+                                      points=nuscenes_points)
       yield {"image": image, "depth": depth, "valid": depth > 0, "key": image_path}
 
 
@@ -501,4 +553,5 @@ def sa_co_gold(root: str, queries: int | None = None, seed: int | None = None) -
                      if anns.get(image_id) else np.zeros((0,) + hw, bool) for _, anns in tables[subset]]
     except BadRecordError as e:
       raise BadRecordError(f"sa_co_gold {key} ({image_path}): {e}") from e
-    yield {"image": image, "query": str(im["text_input"]), "annotations": annotations, "key": key}
+    yield {"image": image, "query": str(im["text_input"]), "annotations": annotations, "subset": subset,
+           "key": key}

@@ -23,15 +23,15 @@ import numpy as np
 
 from vbanana import tasks
 from vbanana.bench import benchmarks as bench_lib
-from vbanana.bench import protocols, readers, table
+from vbanana.bench import options, protocols, readers, table
 from vbanana.data.adapters import BadRecordError
 from vbanana.tasks import common, instance, semantic
 
 TABLE_FILE = "paper_table.md"
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings(options.Options):  # the protocol options (vbanana.bench.options) are fields too
   checkpoint: str
   data_dir: str
   limit: int = 0            # examples per benchmark; 0 = all
@@ -76,8 +76,8 @@ def make_example(benchmark, sample, settings: Settings):
 class Scorer:
   """Accumulates one benchmark's numbers from decoded predictions already at the ground truth's size."""
 
-  def __init__(self, benchmark):
-    self.b = benchmark
+  def __init__(self, benchmark, opts: options.Options = options.Options()):
+    self.b, self.opts = benchmark, opts
     if benchmark.task == "depth":
       self.acc = protocols.MeanOfImages()
     elif benchmark.task == "normals":
@@ -85,7 +85,7 @@ class Scorer:
     elif benchmark.task == "semantic":
       self.acc = semantic.Accumulator(num_classes=19)
     elif benchmark.task == "instance":
-      self.acc = protocols.PositiveMicroF1()
+      self.acc = protocols.SacoGold(opts.saco_pooling)
     else:
       self.acc = tasks.get("referring").Accumulator()
     self.count = 0
@@ -93,15 +93,15 @@ class Scorer:
   def update(self, prediction, sample) -> None:
     self.count += 1
     if self.b.task == "depth":
-      self.acc.update(protocols.depth_scores(prediction, sample["depth"], protocols.DEPTH[self.b.paper_key],
-                                             sample.get("valid")))
+      protocol = protocols.depth_protocol(self.b.paper_key, self.opts)
+      self.acc.update(protocols.depth_scores(prediction, sample["depth"], protocol, sample.get("valid")))
     elif self.b.task == "normals":
       gt = protocols.to_our_frame(sample["normals"], protocols.NORMALS[self.b.paper_key])
       self.acc.update(prediction, {"normals": gt, "valid": sample.get("valid")})
     elif self.b.task == "semantic":
       self.acc.update(prediction, {"semantic": sample["semantic"], "num_classes": 19})
     elif self.b.task == "instance":
-      self.acc.update(prediction["masks"], prediction["scores"], sample["annotations"])
+      self.acc.update(prediction["masks"], prediction["scores"], sample["annotations"], sample.get("subset", ""))
     else:
       self.acc.update(prediction, {"mask": sample["instance"] == 1}, valid=sample.get("valid"))
 
@@ -126,7 +126,8 @@ def predictions(loaded, sampler, pairs, settings: Settings, start: int):
           np.zeros((0,) + tuple(gt_hw), bool))
       out.append({"masks": masks, "scores": np.asarray(decoded["scores"])})
       continue
-    out.append(protocols.to_gt_size(decoded, gt_hw, nearest=example.task in ("semantic", "referring")))
+    out.append(protocols.to_gt_size(decoded, gt_hw, nearest=example.task in ("semantic", "referring"),
+                                    resize=settings.resize))
   return out
 
 
@@ -136,7 +137,7 @@ def run_benchmark(benchmark, loaded, sampler, settings: Settings) -> dict[str, f
                            **{k: getattr(settings, k) for k in benchmark.settings_args})
   if settings.limit:
     samples = itertools.islice(samples, settings.limit)
-  scorer, batch, done = Scorer(benchmark), [], 0
+  scorer, batch, done = Scorer(benchmark, settings), [], 0
   for sample in itertools.chain(samples, [None]):
     if sample is not None:
       example = make_example(benchmark, sample, settings)
@@ -159,9 +160,11 @@ def run(settings: Settings, out_dir: str, log=print) -> dict:
                                  checkpoint=os.path.expanduser(settings.checkpoint))
   if not settings.checkpoint:
     raise ValueError("error: eval_paper: 'checkpoint' is empty; expected a workdir or an exported .safetensors")
+  options.check(settings)
   if not settings.data_dir or not os.path.isdir(settings.data_dir):
     raise ValueError(f"error: eval_paper: 'data_dir' {settings.data_dir!r} is not a directory; expected the "
                      "TFDS data_dir that also holds the folder datasets (docs/benchmarks.md)")
+  log("protocol options: " + ", ".join(f"{o.name}={getattr(settings, o.name)}" for o in options.OPTIONS))
   only = {n.strip() for n in settings.only.split(";") if n.strip()} if settings.only else None
   chosen = [b for b in bench_lib.BENCHMARKS if only is None or b.name in only]
   results, skipped, errors = {}, {}, {}

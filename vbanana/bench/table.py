@@ -1,6 +1,6 @@
 """`paper_table.md`: the paper's Table 1 rows with the paper's number, the best counterpart's and ours side by
-side, the per-dataset rows behind its two averages (the paper's Tables 3 and 4), the protocol of each row,
-and the benchmarks skipped for want of data.
+side, the per-dataset rows behind its two averages (the paper's Tables 3 and 4), the protocol of each row
+under the options the run used (listed at the top), and the benchmarks skipped for want of data.
 
 Why averages are only filled when complete: the paper's "average of 4 datasets" is a mean over four named
 sets; a mean over fewer is not that number, so it is shown as partial, naming the sets it covers.
@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from vbanana.bench import benchmarks as bench_lib
-from vbanana.bench import paper
+from vbanana.bench import options, paper
 
 _SHOWN = ("delta1", "abs_rel", "affine_delta1", "affine_abs_rel", "mean_angle", "median_angle", "within_11.25",
-          "within_30", "miou", "pixel_acc", "ciou", "giou", "pmf1", "il_mcc", "cgf1", "count")
+          "within_30", "miou", "pixel_acc", "ciou", "giou", "pmf1", "pmf1_subsets", "pmf1_pooled", "il_mcc", "cgf1",
+          "count")
 
 
 def format_metrics(metrics: dict) -> str:
@@ -32,7 +33,7 @@ def _average(results, names, metric, prefix):
   return f"{value:.3f} (partial: {', '.join(have)} of {', '.join(names)})"
 
 
-def _ours(row, results, skipped, errors) -> tuple[str, str]:
+def _ours(row, results, skipped, errors, settings) -> tuple[str, str]:
   """(our number, protocol) for a Table 1 row."""
   if row.key == "depth_avg4":
     return (_average(results, paper.DEPTH_AVG4, "delta1", "depth_"),
@@ -44,8 +45,8 @@ def _ours(row, results, skipped, errors) -> tuple[str, str]:
     return "not evaluated", row.note
   b = bench_lib.by_name(row.key)
   if row.key in results:
-    return f"{results[row.key][row.metric]:.3f}", b.protocol
-  return ("not run: " + (errors.get(row.key) or skipped.get(row.key, "not selected")), b.protocol)
+    return f"{results[row.key][row.metric]:.3f}", b.protocol_for(settings)
+  return ("not run: " + (errors.get(row.key) or skipped.get(row.key, "not selected")), b.protocol_for(settings))
 
 
 def _cell(value) -> str:
@@ -57,10 +58,13 @@ def markdown(results: dict, skipped: dict, errors: dict, settings) -> str:
            f"Paper: {paper.SOURCE}. Model: `{settings.checkpoint}`, {settings.steps} {settings.sampler} sampler "
            f"steps, text guidance {settings.text_scale:g}, "
            f"{'all examples' if not settings.limit else f'the first {settings.limit} examples'} per benchmark.",
-           "", "| Capability | Benchmark (metric) | Vision Banana (paper) | Best counterpart (paper) | ours | "
-           "protocol |", "|---|---|---|---|---|---|"]
+           "", "Protocol options (where the peers' evaluation code splits; docs/benchmarks.md has the table of "
+           "every choice, and the defaults are the choices comparable with the paper's counterpart column):", ""]
+  lines += options.describe(settings)
+  lines += ["", "| Capability | Benchmark (metric) | Vision Banana (paper) | Best counterpart (paper) | ours | "
+            "protocol |", "|---|---|---|---|---|---|"]
   for row in paper.TABLE1:
-    ours, protocol = _ours(row, results, skipped, errors)
+    ours, protocol = _ours(row, results, skipped, errors, settings)
     note = f" ({row.note})" if row.note and row.metric is not None and row.key not in ("depth_avg4",) else ""
     lines.append(f"| {row.capability} | {row.benchmark} | {row.paper} | {row.counterpart} ({row.counterpart_name})"
                  f" | {ours} | {protocol}{note} |")
@@ -72,7 +76,7 @@ def markdown(results: dict, skipped: dict, errors: dict, settings) -> str:
     r = results.get(name)
     if r:
       ours = (f"{r['delta1']:.3f}", f"{r['abs_rel']:.3f}", f"{r['affine_delta1']:.3f} / {r['affine_abs_rel']:.3f}")
-      protocol = bench_lib.by_name(name).protocol
+      protocol = bench_lib.by_name(name).protocol_for(settings)
     else:
       ours = ("not run",) * 2 + ("",)
       protocol = errors.get(name) or skipped.get(name, "")
@@ -86,7 +90,7 @@ def markdown(results: dict, skipped: dict, errors: dict, settings) -> str:
     r = results.get(name)
     if r:
       ours = (f"{r['mean_angle']:.3f}", f"{r['median_angle']:.3f}", f"{r['within_11.25']:.1f} / {r['within_30']:.1f}")
-      protocol = bench_lib.by_name(name).protocol
+      protocol = bench_lib.by_name(name).protocol_for(settings)
     else:
       ours = ("not run",) * 2 + ("",)
       protocol = errors.get(name) or skipped.get(name, "")

@@ -40,20 +40,15 @@ def train_check(out_dir: str, spec: str = CONFIG) -> dict:
   """The GPU config's train state and step on one device; writes out_dir/model.safetensors and train.json."""
   import jax
   import train_step as bench
-  from vbanana import config_lib, export, parallel, step as step_lib
-  from vbanana.model import flops as flops_lib
+  from vbanana import config_lib, export, setup as setup_lib, trees
   config = config_lib.load_config(os.path.join(ROOT, spec))
-  model_cfg = config_lib.model_config(config)
-  mesh = parallel.make_mesh(dict(config.mesh), devices=jax.devices()[:1])
-  rules = tuple(tuple(r) for r in config.sharding_rules)
-  optim_cfg = {"total_steps": config.train.steps, **config.optim.to_dict()}  # as the trainer and vbanana.aot
-  batch_size = int(config.data.global_batch)
   t0 = time.perf_counter()
-  graphdef, state = step_lib.create_train_state(model_cfg, optim_cfg, mesh, rules, config.seed)
-  common.block(state)
+  run = setup_lib.create(config, jax.devices()[:1])
+  state = common.block(run.init_state())
   init_s = time.perf_counter() - t0
-  step = step_lib.make_train_step(graphdef, model_cfg, config.flow, optim_cfg, mesh, rules)
-  batch = parallel.shard_batch(bench.random_batch(model_cfg, batch_size, model_cfg.text_len), mesh)
+  model_cfg, batch_size = run.model_cfg, run.global_batch
+  step = lambda state, batch: run.train_step(state, batch, run.frozen)
+  batch = run.shard_batch(bench.random_batch(model_cfg, batch_size, model_cfg.text_len))
   t0 = time.perf_counter()
   state, metrics = common.block(step(state, batch))
   first_s = time.perf_counter() - t0
@@ -64,12 +59,12 @@ def train_check(out_dir: str, spec: str = CONFIG) -> dict:
     state, metrics = common.block(step(state, batch))
     times.append(time.perf_counter() - t0)
     losses.append(float(metrics["loss"]))
-  flops = flops_lib.train_flops_per_example(model_cfg) * batch_size
+  flops = run.family.train_flops_per_example(model_cfg) * batch_size
   stats = jax.devices()[0].memory_stats() or {}
   path = os.path.join(out_dir, "model.safetensors")
   t0 = time.perf_counter()
-  export.write(path, export.flatten(jax.device_get(state["ema_params"])), model_cfg.to_dict(),
-               prediction=config.flow.prediction)
+  export.write(path, trees.flatten(jax.device_get(state["ema_params"])), model_cfg.to_dict(),
+               prediction=run.flow_cfg.prediction, family=run.family.name)
   result = dict(config=spec, batch=batch_size, init_s=init_s, first_step_s=first_s, step_s=min(times),
                 flops=flops, losses=losses, peak_gb=stats.get("peak_bytes_in_use", 0) / 1e9,
                 export_s=time.perf_counter() - t0, export=path)
@@ -192,70 +187,47 @@ def _compiled_row(name: str, lower, hbm: float) -> list:
           f"{100 * (1 - total / hbm):.0f} %", ", ".join(kernels) or "-", f"{seconds:.0f}", "compiled"]
 
 
-def _abstract_batch(model_cfg, batch_size: int, mesh, rules) -> dict:
+def _init_and_step(label: str, run, hbm: float) -> list:
+  """Rows for the trainer's jitted init (the setup's init_state) and its train step."""
   import jax
-  from vbanana import aot, parallel
-  sharding = parallel.batch_sharding(mesh, rules)
-  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-          for k, (shape, dtype) in aot.batch_layout(model_cfg, batch_size).items()}
-
-
-def _init_and_step(label: str, model_cfg, flow_cfg, optim_cfg, mesh, rules, batch_size: int, hbm: float) -> list:
-  """Rows for the trainer's jitted init (vbanana.step.create_train_state's) and its train step."""
-  import jax
-  from vbanana import aot, optim, parallel, step as step_lib
-  graphdef, state = aot.abstract_train_state(model_cfg, optim_cfg, mesh, rules)
-  shardings = step_lib.state_shardings(model_cfg, optim_cfg, mesh, rules)
-  init = jax.jit(step_lib._init_fn(model_cfg, optim.make_optimizer(optim_cfg)),  # pylint: disable=protected-access
-                 out_shardings=shardings)
-  key = jax.ShapeDtypeStruct((2,), "uint32", sharding=shardings["rng"])
-  step = step_lib.make_train_step(graphdef, model_cfg, flow_cfg, optim_cfg, mesh, rules)
-  batch = _abstract_batch(model_cfg, batch_size, mesh, rules)
-  with parallel.sharding_context(mesh, rules):
+  from vbanana import parallel, step as step_lib
+  init = jax.jit(step_lib.init_fn(run), out_shardings=run.state_shardings)
+  key = jax.ShapeDtypeStruct((2,), "uint32", sharding=run.replicated)
+  batch = run.abstract_batch(run.global_batch)
+  with parallel.sharding_context(run.mesh, run.rules):
     init_row = _compiled_row(f"{label}: init", lambda: init.lower(key), hbm)
-  return [init_row, _compiled_row(f"{label}: train step, batch {batch_size}", lambda: step.lower(state, batch), hbm)]
+  return [init_row, _compiled_row(f"{label}: train step, batch {run.global_batch}",
+                                  lambda: run.train_step.lower(run.abstract_state, batch, run.frozen), hbm)]
 
 
-def _predict_sampler(config, mesh, hbm: float) -> list:
-  """vbanana.predict's sampler (its `_jit_sampler` body: flow.sample then uint8) for the config's model, one
-  image, the task's default steps and guidance. Traced inside a one-device sharding context of the target, so
-  that the attention resolves for the GPU as it does on the device (there the default backend is the GPU);
-  on one device the context's constraints are no-ops."""
+def _predict_sampler(config, target, hbm: float) -> list:
+  """vbanana.predict's sampler for the config's model, one image, the task's default steps and guidance:
+  the setup `predict.load` builds (vbanana.setup.for_model on one device of the target, so the attention
+  resolves for the GPU as it does on the device), and its jitted sampler."""
   import jax
   import numpy as np
-  from flax import nnx
-  from vbanana import config_lib, flow, parallel, predict
-  from vbanana.model import dit
+  from vbanana import config_lib, families, predict, setup as setup_lib
+  family = families.get(config.model.family)
   model_cfg = config_lib.model_config(config)
+  run = setup_lib.for_model(family, model_cfg, prediction=config.flow.prediction, devices=target.devices[:1])
   name = predict.TASKS[PREDICT_TASK]
   steps = predict.DEFAULT_STEPS.get(name, predict.DEFAULT_PERCEPTION_STEPS)
   guidance = 2.0 if name in ("generation", "editing") else 1.0
-  graphdef, state = nnx.split(nnx.eval_shape(lambda: dit.DiT(model_cfg, rngs=nnx.Rngs(0))))
-  single = jax.sharding.SingleDeviceSharding(mesh.devices.flat[0])
-  state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=single), state)
-  res, k = model_cfg.image_size, model_cfg.max_inputs
-  sds = lambda shape, dtype: jax.ShapeDtypeStruct(shape, np.dtype(dtype), sharding=single)
-  args = (sds((1, res, res, 3), "float32"), sds((1, model_cfg.text_len), "int32"),
-          sds((1, k, res, res, 3), "float32"), sds((1, k), "bool"))
-
-  @jax.jit
-  def sample(state, noise, text, inputs, input_mask):
-    with parallel.sharding_context(mesh):
-      model = nnx.merge(graphdef, state)
-      return flow.to_uint8(flow.sample(model, noise, text, inputs, input_mask, steps=steps, method="euler",
-                                       text_scale=guidance, image_scale=1.0, prediction=config.flow.prediction))
+  sample = run.sampler(steps=steps, text_scale=guidance)
+  batch = {k: v for k, v in run.abstract_batch(1).items() if k in ("text", "inputs", "input_mask")}
+  noise = jax.ShapeDtypeStruct((1, *family.denoised_shape(model_cfg, model_cfg.shapes[0])), np.float32,
+                               sharding=run.batch_sharding)
   return [_compiled_row(f"predict --task={PREDICT_TASK} sampler ({steps} steps, 1 image)",
-                        lambda: sample.lower(state, *args), hbm)]
+                        lambda: sample.lower(run.abstract_params, run.frozen, noise, batch), hbm)]
 
 
 def deviceless() -> int:
   import jax
   import gpu_mfu
   import train_step as bench
-  from vbanana import accelerators, config_lib, model as model_lib, parallel
+  from vbanana import accelerators, config_lib, setup as setup_lib
   target = accelerators.target(TARGET)
   hbm = target.chip.hbm_bytes
-  mesh = parallel.make_mesh(dict(data=1, fsdp=1, tensor=1), devices=target.devices)
   single = jax.sharding.SingleDeviceSharding(target.devices[0])
   rows = []
   # 1. gpu_mfu.py: common.matmul_peak's random operands and product (bf16, n = 8192 on a GPU).
@@ -267,23 +239,17 @@ def deviceless() -> int:
   rows.append(_compiled_row(f"gpu_mfu: bf16 matmul {n}^3", lambda: jax.jit(lambda a, b: a @ b).lower(a, a), hbm))
   # 2. gpu_mfu.py's DiT-B step, cuDNN attention on and off (train_step.setup's model, optimizer and mesh).
   args = gpu_mfu.parse([])
-  base = config_lib.base_config()
-  rules = tuple(tuple(r) for r in base.sharding_rules)
-  size, overrides, _, _ = bench.size_settings(args.size)
   for attention in gpu_mfu.ATTENTIONS:
-    model_cfg = model_lib.config_for(size, **{**overrides, **gpu_mfu.model_overrides(args, attention)})
-    rows += _init_and_step(f"gpu_mfu: DiT-{args.size}, attention {attention}", model_cfg, base.flow, base.optim,
-                           mesh, rules, args.batch, hbm)
+    config = bench.bench_config(args.size, args.batch, **gpu_mfu.model_overrides(args, attention))
+    config.mesh = dict(data=1, fsdp=1, tensor=1)
+    rows += _init_and_step(f"gpu_mfu: DiT-{args.size}, attention {attention}",
+                           setup_lib.create(config, target.devices), hbm)
     jax.clear_caches()
   # 3. The GPU config at one device, 4. predict's sampler on its model.
   config = config_lib.load_config(os.path.join(ROOT, CONFIG))
-  model_cfg = config_lib.model_config(config)
-  config_mesh = parallel.make_mesh(dict(config.mesh), devices=target.devices)
-  optim_cfg = {"total_steps": config.train.steps, **config.optim.to_dict()}
-  rows += _init_and_step(CONFIG, model_cfg, config.flow, optim_cfg, config_mesh,
-                         tuple(tuple(r) for r in config.sharding_rules), int(config.data.global_batch), hbm)
+  rows += _init_and_step(CONFIG, setup_lib.create(config, target.devices), hbm)
   jax.clear_caches()
-  rows += _predict_sampler(config, config_mesh, hbm)
+  rows += _predict_sampler(config, target, hbm)
   print(common.machine())
   common.print_table(f"benchmarks/gpu_check.sh's programs compiled for {TARGET} ({target.chip.name}, "
                      f"{hbm / 1e9:.1f} GB) with no GPU (python benchmarks/gpu_check.py --deviceless)",

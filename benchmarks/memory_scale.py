@@ -43,46 +43,31 @@ def tree_bytes_per_device(tree) -> int:
   return total
 
 
-def analyse(model_cfg, mesh_shape: dict, global_batch: int) -> dict:
-  """Compiles the train step for abstract, sharded inputs and returns per-device byte counts."""
+def analyse(config, mesh_shape: dict, global_batch: int) -> dict:
+  """Compiles the trainer's train step (its run setup on `mesh_shape`) for abstract, sharded inputs and
+  returns per-device byte counts."""
   import jax
   import numpy as np
-  from vbanana import config_lib, parallel, step as step_lib
-  from vbanana.model import flops as flops_lib
-  import train_step as bench
-  config = config_lib.base_config()
-  mesh = parallel.make_mesh(mesh_shape, devices=jax.devices())
-  rules = tuple(tuple(r) for r in config.sharding_rules)
-  captured = {}
-
-  def build():
-    graphdef, state = step_lib.create_train_state(model_cfg, config.optim, mesh, rules, 0)
-    captured["graphdef"] = graphdef
-    return state
-
-  shapes = jax.eval_shape(build)
-  # eval_shape drops the shardings: put the trainer's state shardings back on the abstract state, so the
-  # per-device bytes below are those of the mesh.
-  shardings = step_lib.state_shardings(model_cfg, config.optim, mesh, rules)
-  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
-  step = step_lib.make_train_step(captured["graphdef"], model_cfg, config.flow, config.optim, mesh, rules)
-  host_batch = bench.random_batch(model_cfg, global_batch, model_cfg.text_len)  # the layout FLOPs count
-  batch_sharding = parallel.batch_sharding(mesh, rules)
-  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding) for k, v in host_batch.items()}
-  compiled = step.lower(state, batch).compile()
+  from vbanana import setup as setup_lib
+  config.mesh = dict(mesh_shape)
+  config.data.global_batch = global_batch
+  run = setup_lib.create(config, jax.devices())
+  state = run.abstract_state
+  compiled = run.train_step.lower(state, run.abstract_batch(global_batch), run.frozen).compile()
   mem = compiled.memory_analysis()
   params = tree_bytes_per_device(state["params"])
   opt = tree_bytes_per_device({k: v for k, v in state.items() if k != "params"})
   total = (mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes
            - mem.alias_size_in_bytes)
-  return dict(params=params, opt=opt, temps=mem.temp_size_in_bytes, total=total,
+  return dict(params=params, opt=opt, temps=mem.temp_size_in_bytes, total=total, model_cfg=run.model_cfg,
               num_params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"])),
-              flops=float(flops_lib.train_flops_per_example(model_cfg)) * global_batch)
+              flops=float(run.family.train_flops_per_example(run.model_cfg)) * global_batch)
 
 
 def model_at(size: str, **overrides):
-  from vbanana import model as model_lib
-  return model_lib.config_for(size, **overrides)
+  """The benchmark config (the quickstart's, benchmarks/train_step.py) with model `size` and `overrides`."""
+  import train_step as bench
+  return bench.bench_config(size, **overrides)
 
 
 def main():
@@ -91,10 +76,10 @@ def main():
   gb = lambda x: x / GB
 
   # 1. One mid-size model under each mesh.
-  cfg = model_at("S", image_size=64, patch_size=4)
   rows = []
   for name, shape in MESHES:
-    r = analyse(cfg, shape, global_batch=16)
+    r = analyse(model_at("S", image_size=64, patch_size=4), shape, global_batch=16)
+    cfg = r["model_cfg"]
     rows.append([name, gb(r["params"]), gb(r["opt"]), gb(r["temps"]), gb(r["total"])])
   common.print_table(f"Per-device GB, size S ({cfg.width}x{cfg.depth}), 64px patch 4, global batch 16, "
                      "8 devices", ["mesh", "params", "opt + EMA state", "activations (temps)", "total"], rows)
@@ -123,14 +108,14 @@ def main():
   # 3. Growth with resolution (sequence length) and depth.
   rows = []
   for res in (32, 64, 128):
-    c = model_at("S", image_size=res, patch_size=4)
-    r = analyse(c, dict(data=1, fsdp=8, tensor=1), global_batch=8)
+    r = analyse(model_at("S", image_size=res, patch_size=4), dict(data=1, fsdp=8, tensor=1), global_batch=8)
+    c = r["model_cfg"]
     rows.append([f"res {res}", c.seq_len(), c.depth, r["flops"] / 1e12,
                  gb(r["total"])])
   for depth in (6, 12, 24):
-    c = model_at("S", image_size=64, patch_size=4, depth=depth)
-    r = analyse(c, dict(data=1, fsdp=8, tensor=1), global_batch=8)
-    rows.append([f"depth {depth}", c.seq_len(), depth, r["flops"] / 1e12, gb(r["total"])])
+    r = analyse(model_at("S", image_size=64, patch_size=4, depth=depth), dict(data=1, fsdp=8, tensor=1),
+                global_batch=8)
+    rows.append([f"depth {depth}", r["model_cfg"].seq_len(), depth, r["flops"] / 1e12, gb(r["total"])])
   common.print_table("Growth: train TFLOP/step (global batch 8) and GB/device (FSDP 8)",
                      ["setting", "tokens", "depth", "TFLOP/step", "GB/device"], rows)
   return 0

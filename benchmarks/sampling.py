@@ -14,7 +14,6 @@ fixed by the config, so all tasks of a group share one compiled program and one 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 
 import common
@@ -34,32 +33,27 @@ def main():
   args = parser.parse_args()
   import jax
   import jax.numpy as jnp
-  from flax import nnx
-  from vbanana import flow, model as model_lib
+  from vbanana import setup as setup_lib, step as step_lib
   import train_step as bench
 
-  size, overrides, _, text_length = bench.size_settings(args.size)
-  cfg = model_lib.config_for(size, **overrides)
-  with nnx.use_eager_sharding(False):
-    model = model_lib.DiT(cfg, rngs=nnx.Rngs(0))
-  host = bench.random_batch(cfg, args.batch, text_length)
-  text = jnp.asarray(host["text"])
+  # The run setup's own programs (what the evaluators and predict run): its sampler, and a jitted forward of
+  # the same network.
+  run = setup_lib.create(bench.bench_config(args.size, args.batch), jax.devices()[:1])
+  cfg = run.model_cfg
+  state = run.init_state()["params"]
+  host = bench.random_batch(cfg, args.batch, cfg.text_len)
+  cond = {"text": jnp.asarray(host["text"])}
   inputs = jnp.asarray(host["inputs"], jnp.float32) / 127.5 - 1
   noise = jax.random.normal(jax.random.key(0), (args.batch, cfg.image_size, cfg.image_size, 3))
   t = jnp.full((args.batch,), 0.5)
 
-  # Plain jax.jit of (graphdef, state), as the trainer's `vbanana.step.make_sample_fn` does (nnx.jit's
-  # per-call Python work would inflate the short forward more than the sample).
-  graphdef, state = nnx.split(model)
-
   @jax.jit
   def forward(state, x, mask):
-    return nnx.merge(graphdef, state)(x, t, text, inputs, mask)
+    return step_lib.network(run, state)(x, t, cond, inputs, mask)
 
-  @functools.partial(jax.jit, static_argnames=("steps", "text_scale", "image_scale"))
   def sample(state, noise, mask, steps, text_scale, image_scale):
-    return flow.sample(nnx.merge(graphdef, state), noise, text, inputs, mask, steps=steps, method=args.method,
-                       text_scale=text_scale, image_scale=image_scale)
+    fn = run.sampler(steps=steps, method=args.method, text_scale=text_scale, image_scale=image_scale)
+    return fn(state, run.frozen, noise, dict(text=cond["text"], inputs=inputs, input_mask=mask))
 
   print(common.machine())
   print(f"model {args.size} ({cfg.width}x{cfg.depth}, {cfg.image_size}px), batch {args.batch}, {args.method}; "

@@ -203,7 +203,7 @@ def main():
                                                   args.repeats, threads)
     jax_time_again = jax_bench.time_step(setup, repeats=args.repeats)  # interleaved: JAX, torch, JAX
     jax_min = min(jax_time["min"], jax_time_again["min"])
-    rows.append([name, setup.batch_size, f"{setup.num_params / 1e6:.2f}M", f"{torch_params / 1e6:.2f}M",
+    rows.append([name, setup.batch_size, f"{setup.run.num_params / 1e6:.2f}M", f"{torch_params / 1e6:.2f}M",
                  jax_min, torch_time["min"], jax_min / torch_time["min"]])
     del setup
     jax.clear_caches()

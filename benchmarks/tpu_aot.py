@@ -66,7 +66,7 @@ def main():
         jax.clear_caches()
       report = aot.check(_config(path, slice_name), slice_name, config_name=name)
       candidates.append([name, chosen, *_cells(report, report.rows[0]), "chosen"])
-      print(aot.describe(report, _config(path, slice_name)))
+      print(aot.describe(report))
       print(aot.table(report))
       fits.append(aot.verdict(report))
       print(fits[-1], flush=True)

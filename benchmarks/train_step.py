@@ -7,7 +7,7 @@
 Per size: step time (min over repeats), the analytic train FLOPs per step (`vbanana.model.flops`), achieved
 FLOP/s, and MFU = achieved / measured peak, where the peak is a large float32 matmul (bf16 on an
 accelerator) timed in the same run, before and after the steps (the better of the two is used, so a busy
-neighbour lowers the MFU rather than raising it). The step is the trainer's own `make_train_step` on a
+neighbour lowers the MFU rather than raising it). The step is the trainer's own (`vbanana.setup`'s train_step) on a
 one-device mesh: XLA's CPU client runs one device on all cores.
 """
 from __future__ import annotations
@@ -26,26 +26,38 @@ CPU_SIZES = ("cpu_s", "cpu_m")
 
 
 @dataclasses.dataclass
-class Setup:
+class Bench:
   name: str
-  model_cfg: Any
+  run: Any              # the vbanana.setup.Setup of the benchmark's config, on one device
   batch_size: int
   text_length: int
-  num_params: int
   flops: float          # analytic train FLOPs of one step
-  step: Any             # jitted (state, batch) -> (state, metrics), donated state
   state: Any
   batch: Any
 
+  @property
+  def model_cfg(self):
+    return self.run.model_cfg
 
-def size_settings(name: str) -> tuple[str, dict, int, int]:
-  """(model size, model overrides, batch size, text length) for `name`: quickstart or a SIZES entry."""
+  def step(self, state, batch):
+    return self.run.train_step(state, batch, self.run.frozen)
+
+
+def bench_config(name: str, batch_size: int | None = None, **model_overrides):
+  """configs/quickstart.py with `name`'s model (quickstart, or a SIZES entry), `model_overrides` and the
+  batch size: the config the benchmark builds its run setup from."""
   from vbanana import config_lib
   config = config_lib.load_config(os.path.join(common._ROOT, "configs", "quickstart.py"))
-  overrides = {k: v for k, v in config.model.to_dict().items() if k != "size"}
-  if name == QUICKSTART:
-    return config.model.size, overrides, config.data.global_batch, config.data.text_length
-  return name, overrides, config.data.global_batch, config.data.text_length
+  if name != QUICKSTART:
+    config.model.size = name
+  layout = dict(image_size="resolution", text_len="text_length", max_inputs="max_inputs")
+  for key, value in model_overrides.items():
+    config.model[key] = value
+    if key in layout:  # the data decides the sequence layout: the model follows it
+      config.data[layout[key]] = value
+  if batch_size:
+    config.data.global_batch = batch_size
+  return config
 
 
 def random_batch(model_cfg, batch_size: int, text_length: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -61,34 +73,29 @@ def random_batch(model_cfg, batch_size: int, text_length: int, seed: int = 0) ->
   )
 
 
-def setup(name: str, batch_size: int | None = None, **model_overrides) -> Setup:
-  """Builds the sharded train state and the jitted step for `name` on a one-device mesh, compiled."""
+def setup(name: str, batch_size: int | None = None, **model_overrides) -> Bench:
+  """The trainer's own sharded train state and jitted step (vbanana.setup) for `name` on a one-device mesh,
+  compiled by one step."""
   import jax
-  from vbanana import config_lib, model as model_lib, parallel, step as step_lib
-  from vbanana.model import flops as flops_lib
-  size, overrides, default_batch, text_length = size_settings(name)
-  batch_size = batch_size or default_batch
-  model_cfg = model_lib.config_for(size, **{**overrides, **model_overrides})
-  config = config_lib.base_config()
-  mesh = parallel.make_mesh(dict(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
-  rules = tuple(tuple(r) for r in config.sharding_rules)
-  graphdef, state = step_lib.create_train_state(model_cfg, config.optim, mesh, rules, 0)
-  step = step_lib.make_train_step(graphdef, model_cfg, config.flow, config.optim, mesh, rules)
-  batch = parallel.shard_batch(random_batch(model_cfg, batch_size, text_length), mesh)
-  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
-  flops = float(flops_lib.train_flops_per_example(model_cfg)) * batch_size
-  state, _ = common.block(step(state, batch))  # compile + one step
-  return Setup(name, model_cfg, batch_size, text_length, num_params, flops, step, state, batch)
+  from vbanana import setup as setup_lib
+  config = bench_config(name, batch_size, **model_overrides)
+  run = setup_lib.create(config, jax.devices()[:1])
+  batch_size, text_length = run.global_batch, int(config.data.text_length)
+  batch = run.shard_batch(random_batch(run.model_cfg, batch_size, text_length))
+  flops = float(run.family.train_flops_per_example(run.model_cfg)) * batch_size
+  b = Bench(name, run, batch_size, text_length, flops, run.init_state(), batch)
+  b.state, _ = common.block(b.step(b.state, batch))  # compile + one step
+  return b
 
 
-def time_step(s: Setup, repeats: int = 5) -> dict[str, float]:
+def time_step(s: Bench, repeats: int = 5) -> dict[str, float]:
   """Seconds per train step (the state is donated and carried from step to step)."""
   times, s.state = common.time_loop(lambda state: s.step(state, s.batch)[0], s.state, repeats=repeats,
                                     warmup=1)
   return times
 
 
-def profile_step(s: Setup, directory: str) -> None:
+def profile_step(s: Bench, directory: str) -> None:
   import jax
   with jax.profiler.trace(directory):
     s.state, metrics = s.step(s.state, s.batch)
@@ -127,7 +134,7 @@ def main():
       profile_step(s, args.profile)
     times = time_step(s, args.repeats)
     achieved = s.flops / times["min"]
-    rows.append([f"{name} {label}".strip(), f"{s.num_params / 1e6:.2f}M", f"{s.model_cfg.width}x{s.model_cfg.depth}",
+    rows.append([f"{name} {label}".strip(), f"{s.run.num_params / 1e6:.2f}M", f"{s.model_cfg.width}x{s.model_cfg.depth}",
                  s.batch_size, times["min"], times["median"], common.gflops(s.flops), common.gflops(achieved)])
     del s
     jax.clear_caches()

@@ -20,6 +20,20 @@ import pytest  # noqa: E402
 
 from vbanana import procs  # noqa: E402
 
+# CI runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`, README). Each test file stays on one
+# worker (its module fixtures are built once), and the files that share an expensive session fixture go
+# together, so that fixture is built once too.
+SHARED_FIXTURE_GROUPS = {"tiny_model": ("test_aspect", "test_bench", "test_flow", "test_predict"),
+                         "reference_run": ("test_multihost", "test_train")}
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  group_of = {module: group for group, modules in SHARED_FIXTURE_GROUPS.items() for module in modules}
+  for item in items:
+    module = item.module.__name__.rpartition(".")[2]
+    item.add_marker(pytest.mark.xdist_group(group_of.get(module, module)))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def no_stray_processes():
@@ -62,3 +76,25 @@ def reference_run(tmp_path_factory, scenes_dir):
   r = run_main(*tiny_args(workdir, scenes_dir), timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+  """The one trained tiny model that the predict, aspect-ratio and benchmark tests share: the quickstart
+  model at three aspect-ratio buckets (3:4, 1:1, 4:3 at 32 px, patch 4), 6 steps of batch 8 on 24 scenes,
+  evaluated at the end on depth and semantic. (workdir, exported .safetensors), as pathlib.Paths."""
+  from cli_helpers import ROOT
+  from vbanana import config_lib, export, train
+  base = tmp_path_factory.mktemp("tiny_model")
+  config = config_lib.load_config(f"{ROOT}/configs/quickstart.py:steps=6,batch=8,aspect=3:4+1:1+4:3,"
+                                  f"data_dir={base / 'data'}")
+  for comp in config.data.components.values():
+    comp.source.num_train, comp.source.num_validation, comp.source.num_test = 24, 6, 0
+  config.data.num_workers = 0
+  config.evals = {t: dict(type=t, split="validation", limit=6, steps=2) for t in ("depth", "semantic")}
+  config.train.tensorboard = False
+  config.train.peak_flops_per_device = 1e11
+  workdir = base / "run"
+  train.train_and_evaluate(config, str(workdir))
+  export.export_workdir(str(workdir), str(base / "model.safetensors"))
+  return workdir, base / "model.safetensors"

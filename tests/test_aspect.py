@@ -60,6 +60,7 @@ def test_model_config_validates_and_round_trips_its_shapes():
     config_for("tiny", image_size=RES, patch_size=PATCH, image_shapes=[(28, 32)])
 
 
+@pytest.mark.slow
 def test_dit_runs_every_bucket_and_refuses_shapes_over_its_budget():
   from flax import nnx
   from vbanana.model import DiT, config_for
@@ -132,6 +133,7 @@ def _data_config(data_dir, **extra):
               num_workers=0, seed=0, components=comps, **extra)
 
 
+@pytest.mark.slow
 def test_the_build_stores_each_record_at_its_shape(aspect_scenes):
   source = scenes_tfds.load(aspect_scenes, RES, "train", SHAPES)
   assert [tuple(s) for s in source.shapes()[:4]] == [SHAPES[0], SHAPES[1], SHAPES[2], SHAPES[0]]
@@ -152,6 +154,7 @@ def _take(it, n):
   return [next(it) for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_train_batches_have_one_bucket_each_resume_and_split_over_processes(aspect_scenes):
   cfg = _data_config(aspect_scenes)
   it = pipeline.make_train_iterator(cfg, process_index=0, process_count=1)
@@ -193,6 +196,7 @@ def test_a_source_without_shapes_is_spread_over_buckets_and_cropped(tmp_path):
   assert set(spread.tolist()) == {0, 1, 2} and min(np.bincount(spread)) > 60
 
 
+@pytest.mark.slow
 def test_eval_batches_group_by_bucket_and_cover_the_split_once(aspect_scenes):
   cfg = _data_config(aspect_scenes)
   seen = []
@@ -213,25 +217,12 @@ def test_eval_batches_group_by_bucket_and_cover_the_split_once(aspect_scenes):
 
 
 @pytest.fixture(scope="module")
-def aspect_run(tmp_path_factory):
-  import sys
-  from vbanana import export, train
-  sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "configs"))
-  import quickstart  # pylint: disable=import-outside-toplevel
-  base = tmp_path_factory.mktemp("aspect_run")
-  config = quickstart.get_config(f"steps=6,batch=8,aspect={RATIOS},data_dir={base / 'data'}")
-  for comp in config.data.components.values():
-    comp.source.num_train, comp.source.num_validation, comp.source.num_test = 24, 6, 0
-  config.data.num_workers = 0
-  config.evals = {t: dict(type=t, split="validation", limit=6, steps=2) for t in ("depth", "semantic")}
-  config.train.tensorboard = False
-  config.train.peak_flops_per_device = 1e11
-  workdir = base / "run"
-  train.train_and_evaluate(config, str(workdir))
-  export.export_workdir(str(workdir), str(base / "model.safetensors"))
-  return workdir, base / "model.safetensors"
+def aspect_run(tiny_model):
+  """conftest's shared tiny model: trained at the quickstart's three buckets."""
+  return tiny_model
 
 
+@pytest.mark.slow
 def test_training_at_mixed_aspect_ratios_runs_and_evaluates(aspect_run):
   workdir, _ = aspect_run
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -243,6 +234,7 @@ def test_training_at_mixed_aspect_ratios_runs_and_evaluates(aspect_run):
   assert [tuple(s) for s in config["image_shapes"]] == list(QUICKSTART_SHAPES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resize,expected", [("bucket", (28, 36)), ("square", (32, 32)), ("native", (20, 40))])
 def test_predict_keeps_the_photo_size_and_picks_the_shape(aspect_run, tmp_path, resize, expected):
   from vbanana import predict
@@ -259,6 +251,7 @@ def test_predict_keeps_the_photo_size_and_picks_the_shape(aspect_run, tmp_path, 
   assert rgb.shape[:2] == expected
 
 
+@pytest.mark.slow
 def test_aot_compiles_one_train_step_per_bucket_for_a_tpu(tmp_path):
   from vbanana import aot, config_lib
   c = config_lib.load_config(f"configs/quickstart.py:batch=8,aspect={RATIOS},data_dir={tmp_path}")

@@ -1,5 +1,4 @@
-"""configs/eval_paper.py end to end with a real tiny trained checkpoint (the one tests/test_predict.py
-trains): fixture data in real layouts and TFDS mock records, paper_table.md with the paper's rows, our
+"""configs/eval_paper.py end to end with a real tiny trained checkpoint (conftest's shared one): fixture data in real layouts and TFDS mock records, paper_table.md with the paper's rows, our
 numbers and a skip line for every absent dataset; then the README command itself as a subprocess."""
 
 import os
@@ -10,16 +9,22 @@ import sys
 import tensorflow_datasets as tfds
 
 import bench_fixtures
-from test_predict import PYTHONPATH, ROOT, train_tiny
+from cli_helpers import ROOT
 from vbanana import config_lib
 from vbanana.bench import benchmarks, options, paper, runner
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the shared trained tiny model
+
+
+PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  return train_tiny(tmp_path_factory.getbasetemp() / "tiny_model")
+def tiny(tiny_model):
+  """conftest's shared tiny model: (workdir, exported file)."""
+  return str(tiny_model[0]), str(tiny_model[1])
 
 
 def test_eval_paper_config_writes_the_table(tiny, tmp_path):

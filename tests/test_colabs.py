@@ -8,6 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.slow  # each notebook trains or predicts
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KERNEL = "vbanana-test"
 
@@ -86,3 +88,25 @@ def test_predict_notebook_runs_every_task_on_an_image(quickstart, kernel, tmp_pa
     assert (out / f"photo.{suffix}").exists(), suffix
   assert images_shown(nb) >= 2
   assert "depth: (64, 64)" in outputs_of(nb)
+
+
+def test_klein_notebook_predicts_tunes_with_lora_and_exports(kernel, scenes_dir, tmp_path):
+  """colabs/klein_tpu.ipynb with a tiny random klein (diffusers builds it here) in place of the download."""
+  import flux2_fixtures as fx
+  from PIL import Image
+  from vbanana.data import scenes
+  fx.tiny_klein_pipeline(str(tmp_path / "klein"))
+  photo = tmp_path / "photo.png"
+  Image.fromarray(scenes.make_sample("test", 2, 48)["image"]).save(photo)
+  tiny = dict(dtype="float32", param_dtype="float32", remat="none", prompt_len=32, text_layers=(1, 2, 3),
+              image_size=32)
+  nb = execute("klein_tpu.ipynb", kernel, tmp_path, MODEL=str(tmp_path / "klein"), PHOTO=str(photo),
+               WORKDIR=str(tmp_path / "run"), DATA_DIR=scenes_dir, EXPORT=str(tmp_path / "merged"), STEPS=2,
+               BATCH=2, RES=32, RANK=4, NUM_TRAIN=64, PERCEPTION_STEPS=1, MODEL_OVERRIDES=tiny)
+  for when in ("before", "after"):
+    for suffix in ("depth.npy", "normals.npy", "semantic.png"):
+      assert (tmp_path / "outputs" / when / f"photo.{suffix}").exists(), (when, suffix)
+  assert (tmp_path / "merged" / "transformer" / "diffusion_pytorch_model.safetensors").exists()
+  assert (tmp_path / "merged" / "model_index.json").exists()
+  assert images_shown(nb) >= 2  # the loss curve and the before / after grid
+  assert "loss " in outputs_of(nb)

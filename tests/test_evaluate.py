@@ -11,12 +11,15 @@ import pytest
 from vbanana import checkpoint
 from vbanana import config_lib
 from vbanana import evaluate
-from vbanana import parallel
-from vbanana import step as step_lib
+from vbanana import setup as setup_lib
+from vbanana import tasks
 from vbanana.data import scenes_tfds
+from vbanana.tasks import depth as depth_task
+
+pytestmark = pytest.mark.slow  # every test compiles samplers over meshes
 
 RES = 32
-TASKS = ("generation", "editing", "depth", "normals", "semantic", "instance", "referring")
+TASKS = tasks.TASKS
 
 
 @pytest.fixture(scope="module")
@@ -49,28 +52,26 @@ def make_config(data_dir, mesh=(8, 1, 1), evals=None, steps=2):
 
 
 def init(config):
-  mesh = parallel.make_mesh(dict(config.mesh))
-  model_cfg = evaluate.model_config(config)
-  graphdef, state = step_lib.create_train_state(model_cfg, config.optim, mesh, (), config.seed)
-  return mesh, graphdef, state
+  run = setup_lib.create(config)
+  return run, run.init_state()
 
 
-def on_mesh(params, config, mesh):
-  """The same parameter values placed with another mesh's shardings."""
-  shardings = step_lib.param_shardings(evaluate.model_config(config), mesh, ())
-  return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, shardings)
+def on_mesh(params, run):
+  """The same parameter values placed with another setup's shardings."""
+  return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, run.param_shardings)
 
 
 def test_every_evaluator_gives_finite_metrics_and_a_grid(data_dir):
   config = make_config(data_dir)
-  mesh, graphdef, state = init(config)
-  evaluators = evaluate.build_evaluators(config, mesh, (), graphdef)
+  run, state = init(config)
+  evaluators = evaluate.build_evaluators(run)
   scalars, images = evaluate.run_evaluators(evaluators, state["ema_params"], step=1)
+  cell = 4 * RES  # tiles drawn at 128 px or more (nearest neighbour): 4 x at 32 px
   for task in TASKS:
     assert scalars[f"{task}/num_examples"] == 3, task
     mine = {k.split("/", 1)[1] for k in scalars if k.startswith(task + "/")}
     assert len(mine - {"num_examples", "seconds"}) >= 1, (task, mine)
-    assert images[task].shape == (2 * (RES + 1) + 1, 3 * (RES + 1) + 1, 3) and images[task].dtype == np.uint8
+    assert images[task].shape == (2 * (cell + 1) + 1, 3 * (cell + 1) + 1, 3) and images[task].dtype == np.uint8
   for key in ("generation/quality/fd", "generation/quality/attr_balanced", "generation/quality/attr_recall_real",
               "editing/quality/fd"):
     assert key in scalars, sorted(scalars)
@@ -91,10 +92,10 @@ def test_metrics_do_not_depend_on_the_mesh(data_dir):
              "gen": dict(type="generation", component="generation", split="validation", limit=6, steps=2,
                          batch_size=batch_size, text_scale=2.0)}
     config = make_config(data_dir, mesh=mesh_shape, evals=evals)
-    mesh, graphdef, state = init(config)
-    params = state["ema_params"] if params is None else on_mesh(params, config, mesh)
-    with jax.set_mesh(mesh):  # as inside the training loop, which calls run_all
-      scalars, _ = evaluate.run_all(config, graphdef, params, mesh, (), step=1)
+    run, state = init(config)
+    params = state["ema_params"] if params is None else on_mesh(params, run)
+    with jax.set_mesh(run.mesh):  # as inside the training loop
+      scalars, _ = evaluate.run_evaluators(evaluate.build_evaluators(run), params, step=1)
     results.append({k: v for k, v in scalars.items() if not k.endswith("seconds")})
   a, b = results
   assert set(a) == set(b)
@@ -103,21 +104,22 @@ def test_metrics_do_not_depend_on_the_mesh(data_dir):
 
 
 def test_the_evaluators_sample_with_the_runs_prediction(data_dir):
-  """config.flow.prediction reaches the sampler, also for a second run in the same process (run_all's cache).
-  An untrained DiT outputs exactly 0: as a clean image that is mid-grey after one Euler step; as a velocity
-  the sample is the noise itself."""
+  """config.flow.prediction reaches the sampler, also for a second run in the same process. An untrained
+  DiT outputs exactly 0: as a clean image that is mid-grey after one Euler step; as a velocity the sample is
+  the noise itself."""
   evals = {"gen": dict(type="generation", component="generation", split="validation", limit=2, steps=1,
                        batch_size=8, quality=False, num_images=2)}
   grids = {}
   for prediction in ("v", "x"):
     config = make_config(data_dir, evals=evals)
     config.flow.prediction = prediction
-    mesh, graphdef, state = init(config)
-    with jax.set_mesh(mesh):
-      _, images = evaluate.run_all(config, graphdef, state["ema_params"], mesh, (), step=1)
+    run, state = init(config)
+    with jax.set_mesh(run.mesh):
+      _, images = evaluate.run_evaluators(evaluate.build_evaluators(run), state["ema_params"], step=1)
     grids[prediction] = images["gen"]
+  cell = 4 * RES
   def first_prediction(grid):  # row 0, middle tile of the (input | prediction | target) grid, 1-pixel gaps
-    return grid[1:1 + RES, 2 + RES:2 + 2 * RES]
+    return grid[1:1 + cell, 2 + cell:2 + 2 * cell]
   assert np.isin(first_prediction(grids["x"]), (127, 128)).all()
   assert first_prediction(grids["v"]).std() > 50
 
@@ -126,7 +128,7 @@ def test_follow_evaluates_each_checkpoint_once_and_stops_at_the_final_step(data_
   workdir = str(tmp_path / "run")
   evals = {"depth": dict(type="depth", split="validation", limit=2, steps=1, batch_size=8)}
   config = make_config(data_dir, evals=evals, steps=2)
-  mesh, _, state = init(config)
+  _, state = init(config)
   ckpt = checkpoint.Checkpointer(workdir, async_save=False)
   ckpt.save(1, state)
   ckpt.wait()
@@ -145,6 +147,26 @@ def test_follow_evaluates_each_checkpoint_once_and_stops_at_the_final_step(data_
   same = lambda r: {k: v for k, v in r.items() if k not in ("step", "depth/seconds")}
   assert same(rows[0]) == same(rows[1])  # the same EMA params in both checkpoints
   assert os.path.exists(os.path.join(workdir, evaluate.EVAL_DIR, "metrics.jsonl"))
+
+
+def test_an_oracle_sampler_scores_the_quantisation_bound(data_dir):
+  """Every evaluator with a sampler that returns each example's own encoded target: the scores are what the
+  encodings alone lose (depth AbsRel within its 8-bit quantisation bound, normals under half a degree) and
+  exactly 1 for the mask tasks (mIoU, AP, gIoU)."""
+  evals = {t: dict(type=t, split="validation", limit=8, steps=1, batch_size=8, quality=False)
+           for t in ("depth", "normals", "semantic", "instance", "referring")}
+  run, state = init(make_config(data_dir, evals=evals))
+  evaluators = evaluate.build_evaluators(run)
+  for ev in evaluators:
+    ev.sample = lambda params, batch, start: batch["target"]  # the oracle: the encoded ground truth
+  scalars, _ = evaluate.run_evaluators(evaluators, state["ema_params"], step=1)
+  # The largest relative error 8-bit rounding can cause at the scenes' depths (half a metre to 30 m).
+  bound = float(np.max(depth_task.quantisation_bound(np.linspace(0.5, 30.0, 1000))))
+  assert 0 < scalars["depth/abs_rel"] <= bound, (scalars["depth/abs_rel"], bound)
+  assert scalars["normals/mean_angle"] < 0.5
+  assert scalars["semantic/miou"] == 1.0
+  assert scalars["instance/ap"] == 1.0
+  assert scalars["referring/giou"] == 1.0
 
 
 def test_bad_eval_config_names_the_entry(data_dir):

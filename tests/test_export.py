@@ -13,6 +13,8 @@ from vbanana import export
 
 from test_checkpoint import SPECS, abstract_on, assert_trees_equal, make_state, mesh_of
 
+pytestmark = pytest.mark.slow  # a saved run and the export command
+
 
 @pytest.fixture
 def saved_run(tmp_path):

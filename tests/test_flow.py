@@ -40,35 +40,44 @@ def test_flow_config_errors_name_the_key():
     flow.FlowConfig.create(dict(text_dropout=1.5))
 
 
+def _null(cond):
+  """The DiT family's 'no instruction': all padding, zero embeddings."""
+  return jax.tree.map(jnp.zeros_like, cond)
+
+
 def test_condition_dropout():
   b = 4000
   text = jnp.ones((b, 5), jnp.int32)
   mask = jnp.ones((b, 2), bool)
   emb = jnp.ones((b, 5, 3))
   cfg = flow.FlowConfig(text_dropout=0.3, image_dropout=0.1)
-  t2, m2, e2 = flow.drop_conditions(jax.random.key(0), text, mask, emb, cfg)
+  cond = {"text": text, "text_embeddings": emb}
+  c2, m2 = flow.drop_conditions(jax.random.key(0), cond, _null(cond), mask, cfg)
+  t2, e2 = c2["text"], c2["text_embeddings"]
   dropped_text = np.asarray((t2 == 0).all(1))
   assert abs(dropped_text.mean() - 0.3) < 0.03
   np.testing.assert_array_equal(dropped_text, np.asarray((e2 == 0).all((1, 2))))  # tokens and embeddings together
   assert set(np.asarray(t2).ravel()) <= {0, 1}
   dropped_images = np.asarray(~m2.any(1))
   assert abs(dropped_images.mean() - 0.1) < 0.02 and np.asarray(m2.all(1) | ~m2.any(1)).all()
-  t3, m3, _ = flow.drop_conditions(jax.random.key(0), text, mask, None, flow.FlowConfig(text_dropout=0.0, image_dropout=0.0))
-  assert (t3 == text).all() and m3.all()
+  c3, m3 = flow.drop_conditions(jax.random.key(0), {"text": text}, {"text": 0 * text}, mask,
+                                flow.FlowConfig(text_dropout=0.0, image_dropout=0.0))
+  assert (c3["text"] == text).all() and m3.all()
 
 
 def test_loss_per_example_and_weights():
-  class Constant(nnx.Module):  # predicts v = 0: the loss is E[(noise - x0)^2]
-    def __call__(self, x, t, text, inputs, mask, text_embeddings=None):
-      return jnp.zeros_like(x)
-  batch = dict(target=np.zeros((3, 16, 16, 3), np.uint8), inputs=np.zeros((3, 1, 16, 16, 3), np.uint8),
-               input_mask=np.ones((3, 1), bool), text=np.ones((3, 2), np.int32))
-  batch["target"][0] = 255  # x0 = 1 for example 0, -1 for the others (uint8 -> [-1, 1] inside)
-  total, aux = flow.loss(Constant(), batch, jax.random.key(0), dict(time_sampling="uniform"))
+  def constant(x, t, cond, inputs, mask):  # predicts v = 0: the loss is E[(noise - x0)^2]
+    return jnp.zeros_like(x)
+  x0 = -np.ones((3, 16, 16, 3), np.float32)
+  x0[0] = 1.0  # x0 = 1 for example 0, -1 for the others
+  args = (x0, np.zeros((3, 1, 16, 16, 3), np.float32), np.ones((3, 1), bool), {"text": np.ones((3, 2), np.int32)})
+  null = {"text": np.zeros((3, 2), np.int32)}
+  total, aux = flow.loss(constant, *args, jax.random.key(0), dict(time_sampling="uniform"), null_cond=null)
   per = np.asarray(aux["per_example"])
   assert per.shape == (3,) and np.all((per > 1.5) & (per < 2.6))  # E[(n -+ 1)^2] = 2
   np.testing.assert_allclose(total, per.mean(), rtol=1e-6)
-  weighted, _ = flow.loss(Constant(), batch, jax.random.key(0), None, weights=jnp.array([1.0, 0.0, 0.0]))
+  weighted, _ = flow.loss(constant, *args, jax.random.key(0), None, null_cond=null,
+                          weights=jnp.array([1.0, 0.0, 0.0]))
   np.testing.assert_allclose(weighted, per[0], rtol=1e-6)
 
 
@@ -80,20 +89,21 @@ class PointMass(nnx.Module):
   def __init__(self, c):
     self.c = nnx.Param(jnp.asarray(c))
 
-  def __call__(self, x, t, text, inputs, mask, text_embeddings=None):
+  def __call__(self, x, t, cond, inputs, mask):
     return (x - self.c[...]) / jnp.maximum(t, 1e-6)[:, None, None, None]
 
 
 class Linear(nnx.Module):
   """v(x, t) = x: dx/dt = x, so integrating from t = 1 to 0 gives x(0) = x(1) / e."""
-  def __call__(self, x, t, text, inputs, mask, text_embeddings=None):
+  def __call__(self, x, t, cond, inputs, mask):
     return x
 
 
 def _sample(model, noise, steps, method, **kw):
   b = noise.shape[0]
-  return flow.sample(model, noise, jnp.ones((b, 2), jnp.int32), jnp.zeros((b, 1) + noise.shape[1:]),
-                     jnp.ones((b, 1), bool), steps=steps, method=method, **kw)
+  cond = {"text": jnp.ones((b, 2), jnp.int32)}
+  return flow.sample(model, noise, cond, jnp.zeros((b, 1) + noise.shape[1:]), jnp.ones((b, 1), bool),
+                     steps=steps, method=method, null_cond=_null(cond), **kw)
 
 
 @pytest.mark.parametrize("method", ["euler", "heun"])
@@ -104,6 +114,7 @@ def test_straight_paths_are_exact_in_any_number_of_steps(method, steps):
   np.testing.assert_allclose(x0, 0.3, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_euler_first_order_heun_second_order():
   noise = jnp.ones((1, 2, 2, 3))
   exact = np.exp(-1.0)
@@ -114,6 +125,7 @@ def test_euler_first_order_heun_second_order():
   assert err["heun", 10] / err["heun", 20] > 2.5            # faster than first order
 
 
+@pytest.mark.slow
 def test_sampling_is_jittable_and_one_program():
   noise = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
   model = PointMass(-0.2)
@@ -125,8 +137,8 @@ def test_sampling_is_jittable_and_one_program():
 
 class Conditional(nnx.Module):
   """A toy velocity that depends on the instruction and on the input images."""
-  def __call__(self, x, t, text, inputs, mask, text_embeddings=None):
-    has_text = (text != 0).any(1).astype(jnp.float32)[:, None, None, None]
+  def __call__(self, x, t, cond, inputs, mask):
+    has_text = (cond["text"] != 0).any(1).astype(jnp.float32)[:, None, None, None]
     image = jnp.sum(inputs * mask[:, :, None, None, None], axis=1)
     return x * 0.5 + 2.0 * has_text + 3.0 * image + t[:, None, None, None]
 
@@ -136,23 +148,24 @@ def test_guidance_combines_three_predictions():
   b = 2
   x = jax.random.normal(jax.random.key(0), (b, 4, 4, 3))
   t = jnp.array([0.3, 0.8])
-  text = jnp.ones((b, 3), jnp.int32)
+  text = {"text": jnp.ones((b, 3), jnp.int32)}
+  null = _null(text)
   inputs = jnp.full((b, 1, 4, 4, 3), 0.25)
   mask = jnp.ones((b, 1), bool)
   v_full = model(x, t, text, inputs, mask)
-  v_image = model(x, t, jnp.zeros_like(text), inputs, mask)
-  v_none = model(x, t, jnp.zeros_like(text), inputs, jnp.zeros_like(mask))
+  v_image = model(x, t, null, inputs, mask)
+  v_none = model(x, t, null, inputs, jnp.zeros_like(mask))
   for st, si in ((1.0, 1.0), (4.0, 1.0), (1.0, 2.0), (5.0, 1.5)):
-    got = flow.guided_velocity(model, x, t, text, inputs, mask, text_scale=st, image_scale=si)
+    got = flow.guided_velocity(model, x, t, text, inputs, mask, null_cond=null, text_scale=st, image_scale=si)
     want = v_none + si * (v_image - v_none) + st * (v_full - v_image)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
   # Scales given as arrays take the three-pass path; at 1 they still equal the unguided prediction.
-  got = flow.guided_velocity(model, x, t, text, inputs, mask, text_scale=jnp.float32(1), image_scale=jnp.float32(1))
+  got = flow.guided_velocity(model, x, t, text, inputs, mask, null_cond=null, text_scale=jnp.float32(1),
+                             image_scale=jnp.float32(1))
   np.testing.assert_allclose(got, v_full, rtol=1e-6)
   # And through the sampler: guided sampling with scales 1 equals unguided sampling.
   a = _sample(model, x, 4, "euler")
-  b_ = flow.sample(model, x, jnp.ones((b, 2), jnp.int32), jnp.zeros((b, 1, 4, 4, 3)), jnp.ones((b, 1), bool),
-                   steps=4, method="euler", text_scale=jnp.float32(1.0), image_scale=jnp.float32(1.0))
+  b_ = _sample(model, x, 4, "euler", text_scale=jnp.float32(1.0), image_scale=jnp.float32(1.0))
   np.testing.assert_allclose(a, b_, rtol=1e-6)
 
 
@@ -164,11 +177,11 @@ def test_guidance_is_one_batched_forward():
       calls.append(x.shape[0])
       return super().__call__(x, *args, **kw)
   b = 2
-  args = (jnp.zeros((b, 4, 4, 3)), jnp.full((b,), 0.5), jnp.ones((b, 3), jnp.int32), jnp.zeros((b, 1, 4, 4, 3)),
-          jnp.ones((b, 1), bool))
+  text = {"text": jnp.ones((b, 3), jnp.int32)}
+  args = (jnp.zeros((b, 4, 4, 3)), jnp.full((b,), 0.5), text, jnp.zeros((b, 1, 4, 4, 3)), jnp.ones((b, 1), bool))
   for (st, si), rows in (((1.0, 1.0), 2), ((3.0, 1.0), 4), ((3.0, 2.0), 6)):
     calls.clear()
-    flow.guided_velocity(Counting(), *args, text_scale=st, image_scale=si)
+    flow.guided_velocity(Counting(), *args, null_cond=_null(text), text_scale=st, image_scale=si)
     assert calls == [rows]
 
 
@@ -181,7 +194,7 @@ class CleanImage(nnx.Module):
   def __init__(self, x0):
     self.x0 = nnx.Param(jnp.asarray(x0))
 
-  def __call__(self, x, t, text, inputs, mask, text_embeddings=None):
+  def __call__(self, x, t, cond, inputs, mask):
     x0 = self.x0[...]
     return jnp.tile(x0, (x.shape[0] // x0.shape[0],) + (1,) * (x0.ndim - 1))
 
@@ -194,7 +207,7 @@ def test_x_prediction_velocity_is_exact_above_the_clamp():
   np.testing.assert_allclose(flow.x_to_velocity(x_t, t, x0), v, rtol=1e-5, atol=1e-5)  # = noise - x0
   # Through the wrapper, with the model's signature (what loss, sample and guidance call).
   velocity = flow.as_velocity(CleanImage(x0), "x")
-  np.testing.assert_allclose(velocity(x_t, t, None, None, None, text_embeddings=None), v, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(velocity(x_t, t, None, None, None), v, rtol=1e-5, atol=1e-5)
   # Below the clamp the denominator is X_PREDICTION_MIN_T: finite at t = 0.
   t0 = jnp.array([0.0, 0.01, 0.02, 0.04])
   x_t0, _ = flow.interpolate(x0, noise, t0)
@@ -207,17 +220,17 @@ def test_v_prediction_is_unchanged():
   model = Conditional()
   assert flow.as_velocity(model, "v") is model and flow.FlowConfig().prediction == "v"
   # The loss of the default config is the velocity MSE of the model's raw output, bit for bit.
-  batch = dict(target=np.random.default_rng(0).integers(0, 256, (3, 4, 4, 3), dtype=np.uint8),
-               inputs=np.full((3, 1, 4, 4, 3), 60, np.uint8), input_mask=np.ones((3, 1), bool),
-               text=np.ones((3, 2), np.int32))
+  x0 = flow.to_float(np.random.default_rng(0).integers(0, 256, (3, 4, 4, 3), dtype=np.uint8))
+  inputs, input_mask = flow.to_float(np.full((3, 1, 4, 4, 3), 60, np.uint8)), np.ones((3, 1), bool)
+  cond = {"text": np.ones((3, 2), np.int32)}
   key = jax.random.key(3)
-  total, aux = flow.loss(model, batch, key, None)
+  total, aux = flow.loss(model, x0, inputs, input_mask, cond, key, None, null_cond=_null(cond))
   k_t, k_noise, k_drop = jax.random.split(key, 3)
   cfg = flow.FlowConfig()
-  x0, t = flow.to_float(batch["target"]), flow.sample_time(k_t, 3, cfg)
+  t = flow.sample_time(k_t, 3, cfg)
   x_t, v = flow.interpolate(x0, jax.random.normal(k_noise, x0.shape, jnp.float32), t)
-  text, mask, _ = flow.drop_conditions(k_drop, batch["text"], batch["input_mask"], None, cfg)
-  want = jnp.mean(jnp.square(model(x_t, t, text, flow.to_float(batch["inputs"]), mask) - v), axis=(1, 2, 3))
+  text, mask = flow.drop_conditions(k_drop, cond, _null(cond), input_mask, cfg)
+  want = jnp.mean(jnp.square(model(x_t, t, text, inputs, mask) - v), axis=(1, 2, 3))
   np.testing.assert_array_equal(aux["per_example"], want)
   np.testing.assert_array_equal(total, jnp.sum(want) / 3)
   noise = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
@@ -226,14 +239,13 @@ def test_v_prediction_is_unchanged():
 
 def test_x_prediction_loss_is_the_velocity_mse_of_the_x0_error():
   """v-loss of an x-prediction: ||v_hat - v||^2 = ||x0_hat - x0||^2 / max(t, t_min)^2; zero for the truth."""
-  batch = dict(target=np.random.default_rng(0).integers(0, 256, (64, 4, 4, 3), dtype=np.uint8),
-               inputs=np.zeros((64, 1, 4, 4, 3), np.uint8), input_mask=np.ones((64, 1), bool),
-               text=np.ones((64, 2), np.int32))
-  x0 = flow.to_float(batch["target"])
+  x0 = flow.to_float(np.random.default_rng(0).integers(0, 256, (64, 4, 4, 3), dtype=np.uint8))
+  cond = {"text": np.ones((64, 2), np.int32)}
+  rest = (np.zeros((64, 1, 4, 4, 3), np.float32), np.ones((64, 1), bool), cond, jax.random.key(0))
   cfg = dict(prediction="x", time_sampling="uniform")
-  _, aux = flow.loss(CleanImage(x0), batch, jax.random.key(0), cfg)
+  _, aux = flow.loss(CleanImage(x0), x0, *rest, cfg, null_cond=_null(cond))
   np.testing.assert_allclose(aux["per_example"], 0.0, atol=1e-9)
-  _, aux = flow.loss(CleanImage(x0 + 0.1), batch, jax.random.key(0), cfg)
+  _, aux = flow.loss(CleanImage(x0 + 0.1), x0, *rest, cfg, null_cond=_null(cond))
   want = 0.01 / np.maximum(np.asarray(aux["t"]), flow.X_PREDICTION_MIN_T) ** 2
   np.testing.assert_allclose(aux["per_example"], want, rtol=1e-4)
 
@@ -263,50 +275,58 @@ def test_bad_prediction_is_a_one_line_error():
     _sample(Linear(), jnp.ones((1, 2, 2, 3)), 2, "euler", prediction="noise")
 
 
+def _tiny_setup(devices, **flow_cfg):
+  """A DiT at 8x8 with 8-byte instructions on `devices`, through the run setup (vbanana.setup)."""
+  from vbanana import config_lib, setup as setup_lib
+  c = config_lib.base_config()
+  c.model.update(dict(size="tiny", patch_size=2))
+  c.data.update(dict(resolution=8, text_length=8, max_inputs=1, global_batch=len(devices) * 2))
+  c.mesh = dict(data=-1, fsdp=1, tensor=1)
+  c.flow.update(flow_cfg)
+  c.optim.update(dict(lr=3e-3, warmup_steps=1))
+  c.train.steps = 20
+  return setup_lib.create(c, devices)
+
+
+@pytest.mark.slow
 def test_sample_fn_on_the_mesh_uses_the_prediction():
-  """step.make_sample_fn with a real (untrained) DiT, whose output is exactly 0 (zero-initialised final
+  """The setup's sampler with a real (untrained) DiT, whose output is exactly 0 (zero-initialised final
   layer): as a velocity it leaves the noise as it is; as a clean image it is the point x_0 = 0, which the
   sampler reaches."""
-  from vbanana import model as model_lib
-  from vbanana import parallel
-  from vbanana import step as step_lib
-  cfg = model_lib.config_for("tiny", image_size=8, patch_size=2, text_len=8, max_inputs=1)
-  mesh = parallel.make_mesh(dict(data=2, fsdp=1, tensor=1), devices=jax.devices()[:2])
-  graphdef, state = step_lib.create_train_state(cfg, {}, mesh, None, seed=0)
   noise = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
-  args = (noise, jnp.ones((2, 8), jnp.int32), jnp.zeros((2, 1, 8, 8, 3), jnp.uint8), jnp.ones((2, 1), bool))
-  out = {p: np.asarray(step_lib.make_sample_fn(graphdef, cfg, mesh, None, steps=4, prediction=p)(
-      state["params"], *args)) for p in ("v", "x")}
+  batch = dict(text=jnp.ones((2, 8), jnp.int32), inputs=jnp.zeros((2, 1, 8, 8, 3), jnp.uint8),
+               input_mask=jnp.ones((2, 1), bool))
+  out = {}
+  for p in ("v", "x"):
+    run = _tiny_setup(jax.devices()[:2], prediction=p)
+    out[p] = np.asarray(run.sampler(steps=4)(run.init_state()["params"], run.frozen, noise, batch))
   np.testing.assert_allclose(out["v"], noise, atol=1e-6)
   np.testing.assert_allclose(out["x"], 0.0, atol=1e-6)
   with pytest.raises(ValueError, match="config.flow.prediction='eps'"):
-    step_lib.make_sample_fn(graphdef, cfg, mesh, None, steps=4, prediction="eps")
+    _tiny_setup(jax.devices()[:2], prediction="eps")
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_with_x_prediction():
   """A few steps of the real train step with prediction='x' lower the loss (same t and noise before and
   after: the loss at a fixed key)."""
   from vbanana import model as model_lib
-  from vbanana import parallel
   from vbanana import step as step_lib
-  from flax import nnx as nnx_
-  cfg = model_lib.config_for("tiny", image_size=8, patch_size=2, text_len=8, max_inputs=1)
-  fcfg = dict(prediction="x", text_dropout=0.0, image_dropout=0.0)
-  mesh = parallel.make_mesh(dict(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
-  optim_cfg = dict(lr=3e-3, warmup_steps=1, total_steps=20)
-  graphdef, state = step_lib.create_train_state(cfg, optim_cfg, mesh, None, seed=0)
-  train_step = step_lib.make_train_step(graphdef, cfg, fcfg, optim_cfg, mesh, None)
+  run = _tiny_setup(jax.devices()[:1], prediction="x", text_dropout=0.0, image_dropout=0.0)
+  state = run.init_state()
   rng = np.random.default_rng(0)
   inputs = rng.integers(0, 256, (8, 1, 8, 8, 3), dtype=np.uint8)
   host = dict(text=model_lib.tokenize(["flip it"] * 8, 8), inputs=inputs, input_mask=np.ones((8, 1), bool),
               target=np.ascontiguousarray(inputs[:, 0, ::-1]), task=np.zeros((8,), np.int32))
+  cond = {"text": host["text"]}
 
-  fixed_loss = jax.jit(lambda params: flow.loss(nnx_.merge(graphdef, params), host, jax.random.key(7), fcfg,
-                                                 train=False)[0])
+  fixed_loss = jax.jit(lambda params: flow.loss(step_lib.network(run, params), flow.to_float(host["target"]),
+                                                flow.to_float(host["inputs"]), host["input_mask"], cond,
+                                                jax.random.key(7), run.flow_cfg, train=False)[0])
   before = float(fixed_loss(state["params"]))
-  batch = parallel.shard_batch(host, mesh)
+  batch = run.shard_batch(host)
   for _ in range(20):
-    state, metrics = train_step(state, batch)
+    state, metrics = run.train_step(state, batch, run.frozen)
   after = float(fixed_loss(state["params"]))
   print(f"x-prediction loss {before:.3f} -> {after:.3f}")
   assert np.isfinite(float(metrics["loss"])) and after < 0.7 * before

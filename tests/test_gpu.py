@@ -45,6 +45,7 @@ def test_gpu_target_configs_ship_as_package_data_and_agree_with_the_chip_table(c
   assert any(fnmatch.fnmatch(f"gpu_targets/{accelerators.GPU_TARGET_FILES[chip]}", p) for p in patterns["vbanana"])
 
 
+@pytest.mark.slow
 def test_gpu_topology_without_the_cuda_plugin_says_in_one_line_what_to_install():
   """The default install has no CUDA plugin (the real situation here and in CI); where one is installed the
   subprocess hides it, so the message is checked either way."""

@@ -6,12 +6,15 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses of the launch scripts
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
 
 PROBE = """
 import sys
 from absl import app, flags
+
 flags.DEFINE_string("coordinator_address", None, "")
 flags.DEFINE_integer("num_processes", 1, "")
 flags.DEFINE_integer("process_id", 0, "")

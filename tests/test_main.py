@@ -60,6 +60,7 @@ def test_write_config_keeps_earlier_versions(tmp_path):
   assert config_lib.read_config(str(tmp_path)).train.steps == 11
 
 
+@pytest.mark.slow
 def test_cli_unknown_keys_fail_clearly_and_write_nothing(tmp_path):
   workdir = tmp_path / "run"
   r = run_main("--config=configs/quickstart.py", f"--workdir={workdir}", "--config.train.bogus=3")
@@ -72,6 +73,7 @@ def test_cli_unknown_keys_fail_clearly_and_write_nothing(tmp_path):
   assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_sweep_prints_one_command_per_entry(tmp_path):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
   r = subprocess.run([sys.executable, "-m", "vbanana.sweep", "--config=configs/quickstart.py:steps=5",

@@ -1,7 +1,6 @@
-"""The DiT: config validation, tokenizer, shapes, masking, identity at init, precomputed text, compile time."""
+"""The DiT: config validation, tokenizer, shapes, masking, identity at init, precomputed text, program size flat in depth."""
 
 import dataclasses
-import time
 
 import jax
 import jax.numpy as jnp
@@ -110,6 +109,7 @@ def test_tokenizer_truncates_at_character_boundary():
 # ----------------------------------------------------------------------------------------------------------
 # Forward.
 # ----------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_forward_shape_and_zero_velocity_at_init():
   cfg = small_cfg()
   model = model_lib.DiT(cfg, rngs=nnx.Rngs(0))
@@ -119,6 +119,7 @@ def test_forward_shape_and_zero_velocity_at_init():
   np.testing.assert_array_equal(np.asarray(v), 0.0)
 
 
+@pytest.mark.slow
 def test_absent_inputs_do_not_matter_and_examples_do_not_interact():
   cfg = small_cfg()
   model = randomized(model_lib.DiT(cfg, rngs=nnx.Rngs(0)))
@@ -134,6 +135,7 @@ def test_absent_inputs_do_not_matter_and_examples_do_not_interact():
   np.testing.assert_allclose(v[3], fwd(model, args)[1], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_precomputed_text_embeddings_of_any_width():
   cfg = small_cfg(text_embed_dim=24)
   model = randomized(model_lib.DiT(cfg, rngs=nnx.Rngs(0)))
@@ -148,6 +150,7 @@ def test_precomputed_text_embeddings_of_any_width():
   assert "embed" not in nnx.state(model, nnx.Param)["text"]  # no byte-encoder parameters then
 
 
+@pytest.mark.slow
 def test_scan_remat_and_unrolled_agree():
   cfg = small_cfg()
   args = inputs_for(cfg)
@@ -162,6 +165,7 @@ def test_scan_remat_and_unrolled_agree():
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bfloat16_activations_keep_float32_params():
   cfg = small_cfg(dtype="bfloat16")
   model = randomized(model_lib.DiT(cfg, rngs=nnx.Rngs(0)))
@@ -172,6 +176,7 @@ def test_bfloat16_activations_keep_float32_params():
   assert np.abs(v16 - v32).max() < 0.05 * np.abs(v32).max()
 
 
+@pytest.mark.slow
 def test_every_parameter_has_logical_names():
   model = model_lib.DiT(small_cfg(), rngs=nnx.Rngs(0))
   for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
@@ -181,16 +186,16 @@ def test_every_parameter_has_logical_names():
       assert names[0] == "layers", path
 
 
-def test_compile_time_flat_in_depth():
-  """Blocks run under lax.scan: compiling forward + backward at depth 24 costs < 2x depth 4."""
-  def compile_seconds(depth):
+@pytest.mark.slow
+def test_program_size_flat_in_depth():
+  """Blocks run under lax.scan: the optimized forward + backward program of depth 24 holds one block's code,
+  as depth 4's does (compile time follows the program's size; benchmarks time it, tests count it)."""
+  def program_lines(depth):
     cfg = small_cfg(depth=depth)
     graphdef, params = nnx.split(nnx.eval_shape(lambda: model_lib.DiT(cfg, rngs=nnx.Rngs(0))))
     args = inputs_for(cfg)
-    loss = lambda p: jnp.sum(nnx.merge(graphdef, p)(**args) ** 2)  # a new function: no cache hit
-    t0 = time.perf_counter()
-    jax.jit(jax.grad(loss)).lower(params).compile()
-    return time.perf_counter() - t0
-  shallow, deep = compile_seconds(4), compile_seconds(24)
-  print(f"compile forward+backward: depth 4 {shallow:.2f}s, depth 24 {deep:.2f}s, ratio {deep / shallow:.2f}")
-  assert deep < 2 * shallow
+    loss = lambda p: jnp.sum(nnx.merge(graphdef, p)(**args) ** 2)
+    return len(jax.jit(jax.grad(loss)).lower(params).compile().as_text().splitlines())
+  shallow, deep = program_lines(4), program_lines(24)
+  print(f"optimized HLO lines: depth 4 {shallow}, depth 24 {deep}")
+  assert deep < 1.1 * shallow

@@ -2,17 +2,21 @@
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from vbanana import checkpoint, metrics_writer
+from vbanana import checkpoint, metrics_writer, procs
 
-from cli_helpers import checkpoints, losses, run_cluster, tiny_args
+from cli_helpers import checkpoints, losses, run_cluster, tiny_args, wait_for
 from test_checkpoint import abstract_on, assert_trees_equal, make_state, mesh_of
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow  # every test starts several JAX processes
 
 # Each process builds the same global state on a (2, 2, 2) mesh spanning both processes and saves it; every
 # process writes its own shards and its own data-iterator state into the same Orbax checkpoint.
@@ -20,6 +24,7 @@ SAVE_PROBE = """
 import sys
 sys.path.insert(0, {tests!r})
 from absl import app, flags
+
 flags.DEFINE_string("coordinator_address", None, "")
 flags.DEFINE_integer("num_processes", 1, "")
 flags.DEFINE_integer("process_id", 0, "")
@@ -54,6 +59,7 @@ app.run(main)
 """
 
 
+@pytest.mark.slow
 def test_two_process_checkpoint_restores_in_one_process(tmp_path):
   probe = tmp_path / "save_probe.py"
   probe.write_text(SAVE_PROBE.format(tests=str(ROOT / "tests")))
@@ -77,6 +83,7 @@ def test_two_process_checkpoint_restores_in_one_process(tmp_path):
   assert np.asarray(restored["step"]) == 6
 
 
+@pytest.mark.slow
 def test_two_process_training_matches_one_process_and_resumes(reference_run, scenes_dir, tmp_path):
   """The trainer on 2 processes x 4 devices: the same global batches, so the same losses as the 1-process
   run on 8 devices; after losing its last checkpoints it resumes from step 4 and reproduces them again."""
@@ -104,3 +111,26 @@ def test_two_process_training_matches_one_process_and_resumes(reference_run, sce
   assert rows == list(range(1, 9)) + list(range(5, 9))  # steps 5-8 trained again, only by process 0's log
   got = losses(workdir)
   np.testing.assert_allclose([got[s] for s in range(5, 9)], [want[s] for s in range(5, 9)], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_saves_every_process_at_the_same_step(scenes_dir, tmp_path):
+  """A SIGTERM to process 1 alone (a preempted host): through JAX's preemption sync point, what Orbax's
+  `reached_preemption` uses, both processes save the same step, the current one, and stop cleanly; no
+  collective runs per step for it. The same command then resumes from that step."""
+  workdir = tmp_path / "term"
+  args = tiny_args(workdir, scenes_dir, steps=400, extra=["--config.checkpoint.every=1000"])
+  env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "LOG_DIR": str(tmp_path / "logs")}
+  cluster = subprocess.Popen(["bash", str(ROOT / "launch" / "local_cluster.sh"), "2", *args], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  assert wait_for(lambda: max(losses(workdir), default=0) >= 3, cluster, timeout=300), cluster.stdout.read()[-3000:]
+  [second] = [p for p in procs.descendants(cluster.pid) if "vbanana.main" in p.cmdline
+              and "--process_id=1" in p.cmdline and "spawn_main" not in p.cmdline]
+  os.kill(second.pid, signal.SIGTERM)
+  out, _ = cluster.communicate(timeout=300)
+  assert cluster.returncode == 0, out[-3000:]
+  [saved] = checkpoints(workdir)
+  assert 3 <= saved < 400 and saved == max(losses(workdir))  # the step it stopped at, nothing after
+  for log in (workdir / "log.txt", workdir / "log.1.txt"):  # every process's own record
+    assert f"Preempted: saved step {saved}" in log.read_text(), log
+  assert len(list((workdir / "checkpoints" / str(saved) / "data").glob("process_*"))) == 2

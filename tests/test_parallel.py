@@ -6,20 +6,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from vbanana import config_lib
 from vbanana import model as model_lib
 from vbanana import parallel
-from vbanana import step as step_lib
+from vbanana import setup as setup_lib
 
-CFG = model_lib.config_for("tiny", image_size=8, patch_size=4, width=32, depth=2, num_heads=2, text_width=32,
-                           text_heads=2, text_depth=1, text_len=8, max_inputs=1)
+MODEL = dict(size="tiny", patch_size=4, width=32, depth=2, num_heads=2, text_width=32, text_heads=2, text_depth=1)
 # Adam's first update is lr * g / (|g| + eps): for gradients near eps (the adaLN modulation biases get
 # ~1e-9 here) it multiplies float rounding by 1/eps. eps = 1e-6 keeps the update a smooth function of the
 # gradient, so the 1-vs-8-device comparison tests the sharding rather than that ill-conditioning.
 OPTIM = dict(lr=1e-3, schedule="constant", warmup_steps=0, eps=1e-6)
 MESHES = [(8, 1, 1), (1, 8, 1), (2, 2, 2)]
+
+
+def tiny_config(mesh_shape, rules=()):
+  c = config_lib.base_config()
+  c.model.update(MODEL)
+  c.data.update(dict(resolution=8, text_length=8, max_inputs=1, global_batch=8))
+  c.optim.update(OPTIM)
+  c.flow.update(dict(text_dropout=0.1))
+  c.mesh = dict(zip(parallel.MESH_AXES, mesh_shape))
+  c.sharding_rules = rules
+  return c
+
+
+CFG = config_lib.model_config(tiny_config((1, 1, 1)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -93,24 +106,21 @@ def perturbed(params):
 @functools.lru_cache(maxsize=None)
 def run_on(mesh_shape):
   """(init params, forward output, params after one train step, loss) on a mesh of that shape, on host."""
-  devices = jax.devices()[:int(np.prod(mesh_shape))]
-  mesh = parallel.make_mesh(dict(zip(parallel.MESH_AXES, mesh_shape)), devices=devices)
-  graphdef, state = step_lib.create_train_state(CFG, OPTIM, mesh, None, seed=0)
+  run = setup_lib.create(tiny_config(mesh_shape), jax.devices()[:int(np.prod(mesh_shape))])
+  state = run.init_state()
   init = jax.device_get(state["params"])
-  shardings = step_lib.state_shardings(CFG, OPTIM, mesh, None)
-  params = jax.device_put(perturbed(init), shardings["params"])
-  batch = parallel.shard_batch(host_batch(), mesh)
+  params = jax.device_put(perturbed(init), run.param_shardings)
+  batch = run.shard_batch(host_batch())
 
-  @functools.partial(jax.jit, in_shardings=(shardings["params"], parallel.batch_sharding(mesh)))
+  @functools.partial(jax.jit, in_shardings=(run.param_shardings, run.batch_sharding))
   def forward(params, batch):
-    with parallel.sharding_context(mesh, None):
+    with parallel.sharding_context(run.mesh, run.rules):
       t = jnp.linspace(0.1, 0.9, batch["task"].shape[0])
       x = batch["target"].astype(jnp.float32) / 127.5 - 1
-      return nnx.merge(graphdef, params)(x, t, batch["text"], batch["inputs"] / 127.5 - 1, batch["input_mask"])
+      return run.model(params)(x, t, batch["text"], batch["inputs"] / 127.5 - 1, batch["input_mask"])
 
   out = jax.device_get(forward(params, batch))
-  train_step = step_lib.make_train_step(graphdef, CFG, dict(), OPTIM, mesh, None)
-  state, metrics = train_step(dict(state, params=params), batch)
+  state, metrics = run.train_step(dict(state, params=params), batch, run.frozen)
   return init, out, jax.device_get(state["params"]), float(metrics["loss"]), state
 
 
@@ -119,6 +129,7 @@ def rel_diff(a, b):
   return max(float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-12)) for x, y in zip(a, b))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh_shape", MESHES)
 def test_same_numbers_on_one_and_eight_devices(mesh_shape):
   init1, out1, new1, loss1, _ = run_on((1, 1, 1))
@@ -141,6 +152,7 @@ def shard_bytes(tree, device):
   return total
 
 
+@pytest.mark.slow
 def test_fsdp_splits_parameters_and_optimizer_state():
   *_, state = run_on((1, 8, 1))
   device = jax.devices()[0]
@@ -149,3 +161,21 @@ def test_fsdp_splits_parameters_and_optimizer_state():
     mine = shard_bytes(state[part], device)
     print(f"{part}: {whole} bytes, device 0 holds {mine} ({8 * mine / whole:.2f} / 8)")
     assert whole / 8 <= mine <= 1.25 * whole / 8
+
+
+@pytest.mark.slow
+def test_a_config_that_moves_act_batch_trains(scenes_dir, tmp_path):
+  """config.sharding_rules decides the batch's sharding everywhere: the trainer shards each batch with the
+  same table as the step's in_shardings (here the batch over fsdp only, replicated over data)."""
+  from vbanana import train
+  c = config_lib.load_config(f"configs/quickstart.py:steps=2,batch=8,data_dir={scenes_dir}")
+  c.mesh = dict(data=2, fsdp=4, tensor=1)
+  c.sharding_rules = (("act_batch", "fsdp"),)
+  c.data.num_workers = 0
+  c.evals = {}
+  c.train.update(dict(tensorboard=False, log_every=1, peak_flops_per_device=1e11))
+  run = setup_lib.create(c)
+  assert run.batch_sharding.spec == P("fsdp")
+  assert run.shard_batch(host_batch())["text"].sharding == run.batch_sharding
+  state = train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert int(state["step"]) == 2

@@ -12,28 +12,17 @@ from PIL import Image
 
 from vbanana import predict
 
+pytestmark = pytest.mark.slow  # the shared trained tiny model; CLI subprocesses
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 PERCEPTION = ("depth", "normals", "semantic", "instance", "referring")
 
 
-def train_tiny(base: pathlib.Path) -> tuple[str, str]:
-  """(workdir, exported file) of a tiny model trained 4 steps on a small scenes set; made once per session."""
-  from vbanana import export, train
-  from vbanana.experiments import recipe
-  workdir, exported = base / "run", base / "model.safetensors"
-  if not exported.exists():
-    config = recipe.make_config("scratch", vision_share=0.5, steps=4, batch=8, num_train=16, num_test=8,
-                                data_dir=str(base / "data"))
-    config.train.eval_at_end = False
-    train.train_and_evaluate(config, str(workdir), final_eval=False)
-    export.export_workdir(str(workdir), str(exported))
-  return str(workdir), str(exported)
-
-
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-  return train_tiny(tmp_path_factory.getbasetemp() / "tiny_model")
+def tiny(tiny_model):
+  """(workdir, exported file) of conftest's shared tiny model, as strings."""
+  return str(tiny_model[0]), str(tiny_model[1])
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +98,7 @@ def test_generate_and_edit(tiny, loaded, images, tmp_path):
                      num_samples=3, loaded=loaded)
   assert [os.path.basename(p) for p in made] == ["generated_000.png", "generated_001.png", "generated_002.png"]
   res = loaded.config.image_size
-  assert np.asarray(Image.open(made[0])).shape == (res, res, 3)
+  assert np.asarray(Image.open(made[0])).shape == (res, res, 3)  # the bucket nearest 1:1: the square
   edited = predict.run(tiny[1], "edit", str(tmp_path / "edit"), input_path=str(images / "scene.png"),
                        prompt="make the sphere blue", steps=2, loaded=loaded)
   assert np.asarray(Image.open(edited[0])).shape == (64, 48, 3)
@@ -117,11 +106,9 @@ def test_generate_and_edit(tiny, loaded, images, tmp_path):
 
 def test_workdir_and_export_give_the_same_model(tiny, loaded):
   import jax
-  from flax import nnx
   from_workdir = predict.load(tiny[0])
   assert from_workdir.config == loaded.config
-  a = jax.tree.leaves(nnx.state(from_workdir.model, nnx.Param))
-  b = jax.tree.leaves(nnx.state(loaded.model, nnx.Param))
+  a, b = jax.tree.leaves(from_workdir.params), jax.tree.leaves(loaded.params)
   assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
   assert from_workdir.prediction == loaded.prediction == "v"  # the trained run's config.flow default
 
@@ -131,11 +118,11 @@ def test_an_x_predicting_export_samples_as_one(tmp_path):
   layer is zero-initialised): read as a clean image that is mid-grey everywhere after any number of steps;
   read as a velocity it leaves the noise as it was."""
   from flax import nnx
-  from vbanana import export
+  from vbanana import export, trees
   from vbanana import model as model_lib
   cfg = model_lib.config_for("tiny", image_size=16, text_len=16, max_inputs=1)
   with nnx.use_eager_sharding(False):
-    params = export.flatten(nnx.to_pure_dict(nnx.state(model_lib.DiT(cfg, rngs=nnx.Rngs(0)), nnx.Param)))
+    params = trees.flatten(nnx.to_pure_dict(nnx.state(model_lib.DiT(cfg, rngs=nnx.Rngs(0)), nnx.Param)))
   images = {}
   for prediction in ("v", "x"):
     path = str(tmp_path / f"{prediction}.safetensors")
@@ -199,3 +186,82 @@ def test_cli_error_has_no_traceback(tmp_path):
                      timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": PYTHONPATH})
   assert r.returncode == 2
   assert r.stderr.strip().splitlines() == [f"error: --input: no such file or folder: {tmp_path / 'none.jpg'}"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The package's outputs are the single-module predict's, and an oracle's known answers come back written.
+# ----------------------------------------------------------------------------------------------------------
+def _golden_model(path):
+  """The tiny DiT (32 px, 224-byte instructions) whose parameters are 0.05 x N(0, 1) drawn with NumPy seed
+  1234 in name order: the model tests/data/predict_golden.json was recorded with."""
+  from flax import nnx
+  from vbanana import export, trees
+  from vbanana.model import config as model_config, dit
+  cfg = model_config.config_for("tiny", image_size=32, text_len=224)
+  model = nnx.eval_shape(lambda: dit.DiT(cfg, rngs=nnx.Rngs(0)))
+  shapes = trees.flatten(nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[1]))
+  rng = np.random.default_rng(1234)
+  flat = {k: (0.05 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in sorted(shapes.items())}
+  export.write(str(path), flat, cfg.to_dict())
+
+
+def test_outputs_are_those_of_the_single_module_predict(tmp_path):
+  """Every task's files, byte for byte, as the predict.py of version 0.1 wrote them (recorded in
+  tests/data/predict_golden.json with the same model, photo, prompts, 2 steps and seed 3)."""
+  import hashlib
+  golden = json.loads((ROOT / "tests" / "data" / "predict_golden.json").read_text())
+  _golden_model(tmp_path / "model.safetensors")
+  Image.fromarray(np.random.default_rng(7).integers(0, 256, (40, 52, 3), np.uint8)).save(tmp_path / "photo.png")
+  loaded = predict.load(str(tmp_path / "model.safetensors"))
+  prompts = {"instance": "cone", "referring": "the red sphere", "edit": "make the sphere blue", "generate": "a blue cube"}
+  for task, files in golden.items():
+    out = tmp_path / task
+    written = predict.run(str(tmp_path / "model.safetensors"), task, str(out), steps=2, num_samples=2, seed=3,
+                          input_path=None if task == "generate" else str(tmp_path / "photo.png"),
+                          prompt=prompts.get(task), loaded=loaded, progress=False)
+    got = {os.path.relpath(w, out): hashlib.sha256(open(w, "rb").read()).hexdigest() for w in written}
+    assert got == files, task
+
+
+def test_an_oracle_sampler_writes_the_known_answer(tiny, loaded, tmp_path, monkeypatch):
+  """predict with a sampler that returns `task.encode(known)` for the request: the files hold `known` (the
+  photo at the model's square shape, so nothing is resized): depth within the encoding's quantisation,
+  normals within half a degree, masks exactly (instances up to their order)."""
+  from vbanana import tasks
+  from vbanana.data import scenes
+  sample = scenes.make_sample("test", 3, 32)
+  Image.fromarray(sample["image"]).save(tmp_path / "photo.png")
+  shape_class = scenes.SHAPE_CLASS["sphere"]
+  spheres = [i for i, c in sample["instance_class"].items() if c == shape_class] or [1]
+  known = {
+      "depth": lambda r: tasks.get("depth").encode(sample["depth"]),
+      "normals": lambda r: tasks.get("normals").encode(sample["normals"]),
+      "semantic": lambda r: tasks.get("semantic").encode(sample["semantic"], r.decode_args["colors"]),
+      "instance": lambda r: tasks.get("instance").encode(np.stack([sample["instance"] == i for i in spheres]),
+                                                         r.decode_args["background"]),
+      "referring": lambda r: tasks.get("referring").encode(sample["instance"] == 1, r.decode_args["color"]),
+  }
+  for task, encode in known.items():
+    prompt = "the red sphere" if task == "referring" else "sphere" if task == "instance" else None
+    rgb = encode(predict.request(task, prompt))
+    monkeypatch.setattr(predict.core, "make_sampler", lambda *a, rgb=rgb, **k: (lambda noise, batch: rgb[None]))
+    out = tmp_path / task
+    predict.run(tiny[1], task, str(out), str(tmp_path / "photo.png"), prompt=prompt, loaded=loaded, progress=False)
+    if task == "depth":
+      got, gt = np.load(out / "photo.depth.npy"), sample["depth"]
+      ok = np.isfinite(gt) & (gt > 0)
+      bound = tasks.get("depth").quantisation_bound(gt[ok])
+      assert np.all(np.abs(got[ok] - gt[ok]) / gt[ok] <= bound + 1e-6)
+    elif task == "normals":
+      err = tasks.get("normals").angular_error(np.load(out / "photo.normals.npy"), sample["normals"])
+      assert err[tasks.get("normals").valid_mask(sample["normals"])].max() < 0.5
+    else:
+      ids = np.asarray(Image.open(out / f"photo.{task}.png"))
+      if task == "semantic":
+        np.testing.assert_array_equal(ids, sample["semantic"])
+      elif task == "referring":
+        np.testing.assert_array_equal(ids, (sample["instance"] == 1).astype(np.uint8))
+      else:
+        got = sorted(tuple(np.flatnonzero(ids == k)) for k in np.unique(ids) if k)
+        want = sorted(tuple(np.flatnonzero(sample["instance"] == i)) for i in spheres if (sample["instance"] == i).any())
+        assert got == want

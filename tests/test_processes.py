@@ -14,11 +14,14 @@ import pytest
 
 from vbanana import procs
 
+pytestmark = pytest.mark.slow  # subprocesses that are killed on purpose
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Stands for a trainer: records its pid, and on SIGTERM takes a while to "save" before it stops.
 PROBE = """
 import os, signal, sys, time
+
 out = sys.argv[1]
 def term(*_):
   time.sleep(1.5)

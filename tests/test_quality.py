@@ -11,6 +11,8 @@ from vbanana.data import scenes
 from vbanana.quality import metrics
 from vbanana.quality import net as net_lib
 
+pytestmark = pytest.mark.slow  # the shipped scenes classifier on rendered scenes
+
 NUM = 160  # test images rendered per split (about 2 s each at 32x32)
 
 

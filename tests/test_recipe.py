@@ -11,6 +11,8 @@ import pytest
 
 from vbanana.experiments import recipe
 
+pytestmark = pytest.mark.slow  # the recipe runs the trainer several times
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 SHRINK = ["--override=pretrain_steps=3", "--override=steps=3", "--override=num_train=16",

@@ -252,6 +252,7 @@ def _digest(sample):
   return hashlib.sha256(sample["image"].tobytes() + sample["depth"].tobytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_tfds_build_round_trip_and_disjoint_splits(tmp_path):
   sizes = {"train": 6, "validation": 3, "test": 3}
   path = scenes_tfds.build(str(tmp_path), RES, sizes["train"], sizes["validation"], sizes["test"])
@@ -277,6 +278,7 @@ def test_tfds_build_round_trip_and_disjoint_splits(tmp_path):
     scenes_tfds.load(str(tmp_path), RES, "test")[3]
 
 
+@pytest.mark.slow
 def test_parallel_build_writes_the_same_records(tmp_path):
   serial = scenes_tfds.build(str(tmp_path / "serial"), RES, 5, 0, 0)
   parallel = scenes_tfds.build(str(tmp_path / "parallel"), RES, 5, 0, 0, num_workers=2)

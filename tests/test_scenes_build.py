@@ -10,6 +10,8 @@ import pytest
 from vbanana import config_lib
 from vbanana.data import scenes, scenes_tfds, sources
 
+pytestmark = pytest.mark.slow  # dataset builds (Beam, worker pools)
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -91,6 +93,7 @@ def test_large_data_that_exists_is_read(tmp_path):
 
 PROBE = """
 from absl import app, flags
+
 flags.DEFINE_string("coordinator_address", None, "")
 flags.DEFINE_integer("num_processes", 1, "")
 flags.DEFINE_integer("process_id", 0, "")

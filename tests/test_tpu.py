@@ -12,8 +12,11 @@ import pytest
 from flax import nnx
 
 from cli_helpers import ROOT
-from vbanana import accelerators, aot, config_lib, hlo_stats, parallel
+from vbanana import accelerators, aot, config_lib, families, hlo_stats, parallel
+from vbanana import setup as setup_lib
 from vbanana.model import config as model_config_lib, dit, layers, splash
+
+pytestmark = pytest.mark.slow  # compiles for a TPU slice
 
 TOPOLOGY = "v5e:2x2"  # 4 chips, one host: the smallest slice with room for FSDP x tensor
 
@@ -74,9 +77,10 @@ def test_splash_model_equals_written_out_model_forward_and_gradients():
 def test_attention_resolves_by_the_platform_the_program_is_built_for():
   assert layers.resolve_attention(None) == "xla"  # this CPU
   assert layers.resolve_attention("cudnn") == "cudnn"
+  assert layers.resolve_attention(None, "bfloat16", platform="gpu") == "cudnn"
+  # The setup resolves it once, from the platform of the devices it is built for.
   tpu = accelerators.target(TOPOLOGY)
-  with parallel.sharding_context(parallel.make_mesh(dict(data=-1), devices=tpu.devices)):
-    assert layers.resolve_attention(None) == "splash"
+  assert setup_lib.create(_tiny_pod_config(), tpu.devices).attention == "splash"
   with pytest.raises(ValueError, match="ModelConfig.attention"):
     model_config_lib.config_for("tiny", attention="flash")
 
@@ -122,8 +126,8 @@ def test_aot_batch_layout_is_the_pipelines(scenes_dir):
   from vbanana.data import pipeline
   c = config_lib.load_config(f"configs/quickstart.py:batch=8,res=32,data_dir={scenes_dir}")
   batch = next(pipeline.make_train_iterator(c.data, process_index=0, process_count=1))
-  layout = aot.batch_layout(config_lib.model_config(c), 8)
-  assert sorted(layout) == sorted(k for k in batch if k != "weight")
+  layout = families.get("dit").batch_layout(config_lib.model_config(c), 8)
+  assert sorted(layout) == sorted(k for k in batch if k not in ("weight", "skipped"))  # the step's optional keys
   for key, (shape, dtype) in layout.items():
     assert (tuple(batch[key].shape), str(batch[key].dtype)) == (shape, dtype), key
 

@@ -4,6 +4,7 @@ accelerator, and say whether they fit.
   python -m vbanana.aot --config=configs/pretrain_tpu.py --topology=v5p:4x4x2
   python -m vbanana.aot --config=configs/instruct_tpu.py --topology=v6e-64 --config.data.global_batch=256
   python -m vbanana.aot --config=configs/pretrain_gpu.py --topology=h100:8      # pip install -e ".[gpu]" first
+  python -m vbanana.aot --model=klein-4b --topology=v6e-1      # FLUX.2 [klein]'s forward (vbanana.flux2.aot)
 
 With the config's own mesh, sharding rules, model, optimizer and global batch, it compiles the train step and
 each distinct evaluation sampler (the config's eval steps and guidance) for the named topology with the real
@@ -36,6 +37,7 @@ class Row:
   temp_bytes: int = 0
   output_bytes: int = 0
   alias_bytes: int = 0
+  resident_bytes: int = 0     # arrays kept on the device beside the program (klein's Qwen3), counted in total
   flops: float = 0.0          # useful (model) FLOPs of the whole program, all devices
   hardware_flops: float = 0.0  # what the chips execute, remat included
   collectives: dict = dataclasses.field(default_factory=dict)
@@ -45,8 +47,10 @@ class Row:
 
   @property
   def total_bytes(self) -> int:
-    """Bytes one device holds at the peak: inputs, temporaries and outputs not aliased to donated inputs."""
-    return self.argument_bytes + self.temp_bytes + self.output_bytes - self.alias_bytes
+    """Bytes one device holds at the peak: inputs, temporaries and outputs not aliased to donated inputs,
+    and what stays resident beside the program."""
+    return (self.argument_bytes + self.temp_bytes + self.output_bytes - self.alias_bytes +
+            self.resident_bytes)
 
 
 @dataclasses.dataclass
@@ -55,6 +59,7 @@ class Report:
   target: Any
   rows: list
   min_headroom: float = MIN_HEADROOM
+  setup: Any = None  # the vbanana.setup.Setup the programs were built from
 
   def headroom(self, row: Row) -> float:
     return 1.0 - row.total_bytes / self.target.chip.hbm_bytes
@@ -83,34 +88,6 @@ class Report:
 # ----------------------------------------------------------------------------------------------------------
 # Abstract inputs: shapes and shardings only; nothing is allocated.
 # ----------------------------------------------------------------------------------------------------------
-def batch_layout(model_cfg, batch_size: int, shape: tuple[int, int] | None = None
-                 ) -> dict[str, tuple[tuple[int, ...], str]]:
-  """name -> (shape, dtype) of a training batch of images `shape` (H, W; default the model's first, the
-  square without buckets) (docs/interfaces.md, 'Batch'; vbanana.data.pipeline.to_arrays writes the same rows)."""
-  (h, w), k = shape or model_cfg.shapes[0], model_cfg.max_inputs
-  return dict(text=((batch_size, model_cfg.text_len), "int32"),
-              inputs=((batch_size, k, h, w, model_cfg.channels), "uint8"),
-              input_mask=((batch_size, k), "bool"),
-              target=((batch_size, h, w, model_cfg.channels), "uint8"),
-              task=((batch_size,), "int32"))
-
-
-def _abstract(layout: dict, sharding) -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
-  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for k, (shape, dtype) in layout.items()}
-
-
-def abstract_train_state(model_cfg, optim_cfg, mesh, rules):
-  """(graphdef, the train state as ShapeDtypeStructs carrying the trainer's shardings)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from vbanana import step as step_lib  # pylint: disable=g-import-not-at-top
-  graphdef, _ = step_lib.abstract_model(model_cfg)
-  shapes = jax.eval_shape(lambda: step_lib.create_train_state(model_cfg, optim_cfg, mesh, rules, 0)[1])
-  shardings = step_lib.state_shardings(model_cfg, optim_cfg, mesh, rules)
-  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
-  return graphdef, state
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Compiling.
 # ----------------------------------------------------------------------------------------------------------
@@ -166,22 +143,17 @@ def check(config, topology: str, *, programs: Sequence[str] = ("train", "sample"
   """Compiles the config's programs for `topology` and returns the report (nothing runs, nothing is
   allocated: every input is abstract)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from vbanana import accelerators, config_lib, parallel  # pylint: disable=g-import-not-at-top
-  from vbanana import step as step_lib  # pylint: disable=g-import-not-at-top
-  from vbanana.model import flops as flops_lib  # pylint: disable=g-import-not-at-top
+  from vbanana import accelerators, setup as setup_lib  # pylint: disable=g-import-not-at-top
   target = accelerators.target(topology)
   options = accelerators.compiler_options(target.platform)
   try:
-    mesh = parallel.make_mesh(dict(config.mesh), devices=target.devices)
-  except (ValueError, NotImplementedError) as e:
-    raise SystemExit(f"vbanana.aot: config.mesh={dict(config.mesh)} has no layout on {target.name} "
-                     f"({len(target.devices)} devices; each mesh axis must be a product of the slice's own "
-                     f"axes): {str(e).splitlines()[0]}") from None
-  rules = tuple(tuple(r) for r in config.sharding_rules)
-  model_cfg = config_lib.model_config(config)
-  optim_cfg = {"total_steps": config.train.steps, **config.optim.to_dict()}
-  graphdef, state = abstract_train_state(model_cfg, optim_cfg, mesh, rules)
-  data = parallel.batch_sharding(mesh, rules)
+    setup = setup_lib.create(config, target.devices)
+  except ValueError as e:
+    if not str(e).startswith("config.mesh"):
+      raise
+    raise SystemExit(f"vbanana.aot: {str(e).splitlines()[0]} on {target.name} (each mesh axis must be a "
+                     "product of the slice's own axes)") from None
+  family, model_cfg, state = setup.family, setup.model_cfg, setup.abstract_state
   rows = []
 
   # One program per aspect-ratio bucket (a model without buckets has one shape, the square). FLOPs are
@@ -189,30 +161,33 @@ def check(config, topology: str, *, programs: Sequence[str] = ("train", "sample"
   shapes = model_cfg.shapes
   where = (lambda shape: f" {shape[0]}x{shape[1]}") if len(shapes) > 1 else (lambda shape: "")
   if "train" in programs:
-    batch_size = int(config.data.global_batch)
-    train_step = step_lib.make_train_step(graphdef, model_cfg, config.flow, optim_cfg, mesh, rules)
+    batch_size = setup.global_batch
     for shape in shapes:
-      batch = _abstract(batch_layout(model_cfg, batch_size, shape), data)
-      rows.append(_compile("train step" + where(shape), lambda batch=batch: train_step.lower(state, batch),
-                           flops_lib.train_flops_per_example(model_cfg) * batch_size,
-                           flops_lib.hardware_train_flops(model_cfg) * batch_size, options))
+      batch = setup.abstract_batch(batch_size, shape)
+      rows.append(_compile("train step" + where(shape),
+                           lambda batch=batch: setup.train_step.lower(state, batch, setup.frozen),
+                           family.train_flops_per_example(model_cfg) * batch_size,
+                           family.hardware_train_flops(model_cfg) * batch_size, options))
 
   for shape in (shapes if "sample" in programs else ()):
-    for name, (steps, method, text_scale, image_scale, batch_size) in _sampler_specs(config):
-      fn = step_lib.make_sample_fn(graphdef, model_cfg, mesh, rules, steps=steps, method=method,
-                                   text_scale=text_scale, image_scale=image_scale,
-                                   prediction=config.flow.get("prediction", "v"))
-      layout = batch_layout(model_cfg, batch_size, shape)
-      inputs = _abstract({k: layout[k] for k in ("text", "inputs", "input_mask")}, data)
-      noise = jax.ShapeDtypeStruct(layout["target"][0], "float32", sharding=data)
+    for name, (steps, method, text_scale, image_scale, batch_size) in _sampler_specs(setup.config):
+      fn = setup.sampler(steps=steps, method=method, text_scale=text_scale, image_scale=image_scale)
+      batch = setup.abstract_batch(batch_size, shape)
+      inputs = {k: batch[k] for k in ("text", "inputs", "input_mask")}
+      noise = jax.ShapeDtypeStruct((batch_size, *family.denoised_shape(model_cfg, shape)), "float32",
+                                   sharding=setup.batch_sharding)
       passes = 1 if text_scale == image_scale == 1.0 else (2 if image_scale == 1.0 else 3)
-      sample_flops = flops_lib.sample_flops(model_cfg, steps, method, passes) * batch_size
-      lower = lambda fn=fn, inputs=inputs, noise=noise: jax.jit(fn).lower(
-          state["ema_params"], noise, inputs["text"], inputs["inputs"], inputs["input_mask"])
+      sample_flops = family.sample_flops(model_cfg, steps, method, passes) * batch_size
+      lower = lambda fn=fn, inputs=inputs, noise=noise: fn.lower(state["ema_params"], setup.frozen, noise, inputs)
       label = f"sample{where(shape)} ({name}: {steps} {method} steps" + (
           f", guidance {text_scale:g}/{image_scale:g})" if passes > 1 else ")")
       rows.append(_compile(label, lower, sample_flops, sample_flops, options))
-  return Report(config_name=config_name, target=target, rows=rows, min_headroom=min_headroom)
+  # A family's arrays that live on the devices beside every program (klein's Qwen3 text conditioner).
+  resident = getattr(family, "resident_bytes", None)
+  resident = resident(model_cfg, setup.mesh, setup.rules) if resident else 0
+  for row in rows:
+    row.resident_bytes = resident
+  return Report(config_name=config_name, target=target, rows=rows, min_headroom=min_headroom, setup=setup)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -232,7 +207,9 @@ def _collective_cell(c: dict | None) -> str:
 def table(report: Report) -> str:
   gb = lambda b: f"{b / 1e9:.2f}"
   n = len(report.target.devices)
-  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+  resident = any(r.resident_bytes for r in report.rows)  # a column only for families that keep arrays there
+  columns = COLUMNS[:4] + ("resident GB",) + COLUMNS[4:] if resident else COLUMNS
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   for r in report.rows:
     if r.error:
       cells = [r.program, "-", gb(r.temp_bytes) if r.temp_bytes else "-", "-", "refused",
@@ -247,6 +224,8 @@ def table(report: Report) -> str:
                _collective_cell(c.get("reduce-scatter")), _collective_cell(c.get("all-reduce")),
                _collective_cell(c.get("all-to-all")), _collective_cell(c.get("collective-permute")),
                f"{r.compile_seconds:.0f}"]
+    if resident:
+      cells.insert(4, gb(r.resident_bytes))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -272,28 +251,15 @@ def verdict(report: Report) -> str:
           f"headroom); try {', '.join(KNOBS)}")
 
 
-def attention_kernel(model_cfg, target) -> str:
-  """The attention kernel the model traces for `target` ('by platform' resolved on its devices)."""
-  from vbanana import parallel  # pylint: disable=g-import-not-at-top
-  from vbanana.model import layers  # pylint: disable=g-import-not-at-top
-  if model_cfg.attention is not None:
-    return model_cfg.attention
-  mesh = parallel.make_mesh(dict(data=1), devices=target.devices[:1])
-  with parallel.sharding_context(mesh):
-    return "by platform: " + layers.resolve_attention(None, model_cfg.dtype)
-
-
-def describe(report: Report, config) -> str:
-  from vbanana import accelerators, config_lib  # pylint: disable=g-import-not-at-top
-  m = config_lib.model_config(config)
-  t = report.target
+def describe(report: Report) -> str:
+  from vbanana import accelerators  # pylint: disable=g-import-not-at-top
+  setup, t = report.setup, report.target
   note = accelerators.memory_note(t.platform)
   return (f"{report.config_name} on {t.name}: {len(t.devices)} x {t.chip.name} ({t.num_hosts} hosts; "
           f"{t.chip.hbm_bytes / 1e9:.1f} GB HBM, {t.chip.bf16_flops / 1e12:.0f} TFLOP/s bf16 per chip; "
-          f"{t.chip.source}); mesh {dict(config.mesh)}; model {config.model.size} width {m.width} depth "
-          f"{m.depth}, {m.image_size} px patch {m.patch_size} ({m.tokens_per_image} tokens per image, "
-          f"sequence {m.seq_len()}), {m.dtype} activations, remat {m.remat}, attention "
-          f"{attention_kernel(m, t)}; global batch {config.data.global_batch}" + (f"; {note}" if note else ""))
+          f"{t.chip.source}); mesh {dict(setup.config.mesh)}; model {setup.config.model.size}: "
+          f"{setup.family.describe(setup.model_cfg)}, attention {setup.attention}; global batch "
+          f"{setup.global_batch}" + (f"; {note}" if note else ""))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -303,28 +269,41 @@ def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise SystemExit(f"vbanana.aot: unexpected arguments {argv[1:]}")
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  if flags.FLAGS.model:  # a pretrained model's forward at its reference size, no config (vbanana.flux2.aot)
+    from vbanana.flux2 import aot as flux2_aot  # pylint: disable=g-import-not-at-top
+    return flux2_aot.main(flags.FLAGS.model, flags.FLAGS.topology, min_headroom=flags.FLAGS.min_headroom)
+  if not flags.FLAGS["config"].present:
+    raise SystemExit("vbanana.aot: --config=configs/NAME.py (or --model=klein-4b) is required")
+  from vbanana import cli  # pylint: disable=g-import-not-at-top
   config = flags.FLAGS.config
-  name = config_flags.get_config_filename(flags.FLAGS["config"]) or "config"
   report = check(config, flags.FLAGS.topology, programs=flags.FLAGS.programs,
-                 min_headroom=flags.FLAGS.min_headroom, config_name=name)
-  print(describe(report, config))
+                 min_headroom=flags.FLAGS.min_headroom, config_name=cli.config_spec())
+  print(describe(report))
   print(table(report))
   print(verdict(report), flush=True)
   return 0 if report.fit else 1
 
 
+def define_flags(fv=None) -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from vbanana import cli  # pylint: disable=g-import-not-at-top
+  fv = flags.FLAGS if fv is None else fv
+  cli.define_config_flag(flag_values=fv)
+  flags.DEFINE_string("topology", None, "TPU topology (v5p:4x4x2, v6e:8x8, ...), slice name (v5p-64), or GPUs "
+                      "of one host (h100:8, h200:1).", required=True, flag_values=fv)
+  flags.DEFINE_list("programs", ["train", "sample"], "Programs to compile: train, sample.", flag_values=fv)
+  flags.DEFINE_float("min_headroom", MIN_HEADROOM, "Share of the chip's memory that must stay free.", flag_values=fv)
+  flags.DEFINE_string("model", None, "Instead of --config: compile a pretrained model's forward at its reference "
+                      "size (klein-4b: FLUX.2 [klein] 4B at 1024x1024, vbanana.flux2.aot).", flag_values=fv)
+
+
 def run():
   import os  # pylint: disable=g-import-not-at-top
   os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host runs on its CPU; the target is abstract
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from vbanana import main as main_lib  # pylint: disable=g-import-not-at-top  (defines --config)
-  flags.DEFINE_string("topology", None, "TPU topology (v5p:4x4x2, v6e:8x8, ...), slice name (v5p-64), or GPUs "
-                      "of one host (h100:8, h200:1).")
-  flags.DEFINE_list("programs", ["train", "sample"], "Programs to compile: train, sample.")
-  flags.DEFINE_float("min_headroom", MIN_HEADROOM, "Share of the chip's memory that must stay free.")
-  flags.mark_flags_as_required(["config", "topology"])
-  app.run(lambda argv: sys.exit(main(argv)), flags_parser=main_lib.parse_flags)
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from vbanana import cli  # pylint: disable=g-import-not-at-top
+  define_flags()
+  app.run(lambda argv: sys.exit(main(argv)), flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as preservation
 from etils import epath
 
 STATE = "state"
@@ -92,15 +93,28 @@ def check_model_config(workdir: str, model_config: dict, *, write: bool = True) 
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Preemption: a SIGTERM sets a flag; the loop checks it, saves and stops.
+# Preemption: save at the current step and stop, with no collective per step.
 # ----------------------------------------------------------------------------------------------------------
-class PreemptionFlag:
-  """Set by SIGTERM (what Cloud TPU and most schedulers send before preempting)."""
+class Preemption:
+  """Whether the loop should save and stop at `step` (a SIGTERM: what Cloud TPU and most schedulers send
+  before preempting).
 
-  def __init__(self, signals: Sequence[int] = (signal.SIGTERM,)):
+  One process: a SIGTERM handler sets a flag that each step reads (no communication). Several processes
+  (`jax.distributed`): JAX's preemption sync manager, the mechanism Orbax's
+  `CheckpointManager.reached_preemption` uses: a SIGTERM to any process makes every process reach the same
+  sync-point step, and the per-step check is local (tens of microseconds, no collective). Where that service
+  is off (`jax_enable_preemption_service`), the processes compare their flags every `check_every` steps
+  (one small all-gather each time).
+  """
+
+  def __init__(self, signals: Sequence[int] = (signal.SIGTERM,), check_every: int = 10):
     self._event = threading.Event()
     self._previous = {}
-    if threading.current_thread() is threading.main_thread():
+    self._multi = jax.process_count() > 1
+    self._service = self._multi and _preemption_service_on()
+    self.check_every = max(int(check_every), 1)
+    # With the service, JAX's own handler receives the signal; a Python handler would replace it.
+    if not self._service and threading.current_thread() is threading.main_thread():
       for sig in signals:
         self._previous[sig] = signal.signal(sig, self._handle)
 
@@ -110,20 +124,35 @@ class PreemptionFlag:
     self._event.set()
 
   def set(self):
+    """Asks for a stop as a signal would (this process)."""
     self._event.set()
 
-  def is_set(self) -> bool:
-    """True on every process as soon as one process was signalled (a collective when multi-process)."""
-    local = self._event.is_set()
-    if jax.process_count() == 1:
-      return local
+  def reached(self, step: int) -> bool:
+    """True at the step where every process saves and stops."""
+    if not self._multi:
+      return self._event.is_set()
+    if self._service:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return bool(multihost_utils.reached_preemption_sync_point(step))
+    if step % self.check_every:
+      return False
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    flags = multihost_utils.process_allgather(np.array([local], np.int32))
+    flags = multihost_utils.process_allgather(np.array([self._event.is_set()], np.int32))
     return bool(np.any(flags))
 
   def restore_handlers(self):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+
+
+def _preemption_service_on() -> bool:
+  """Whether JAX's preemption sync manager runs (jax.distributed starts it unless configured off)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  try:
+    multihost_utils.reached_preemption_sync_point(0)
+  except RuntimeError:
+    return False
+  return True
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -140,19 +169,21 @@ class Checkpointer:
   def __init__(self, workdir: str, *, keep: int = 3, keep_every: int = 0, async_save: bool = True):
     self.workdir = workdir
     self.directory = checkpoint_dir(workdir)
+    policies = [preservation.LatestN(n=keep)]
+    if keep_every:
+      policies.append(preservation.EveryNSteps(interval_steps=keep_every))
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep,
-        keep_period=keep_every or None,
+        preservation_policy=preservation.AnyPreservationPolicy(policies),
         enable_async_checkpointing=async_save,
         create=True,
         cleanup_tmp_directories=True,  # a save cut short by a crash leaves only a tmp dir; it is removed
     )
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=options,
-        item_names=(STATE, DATA),
-        item_handlers={STATE: ocp.StandardCheckpointHandler(), DATA: grain.checkpoint.CheckpointHandler()},
-    )
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for args in (ocp.args.StandardSave, ocp.args.StandardRestore):
+      registry.add(STATE, args, ocp.StandardCheckpointHandler)
+    for args in (grain.checkpoint.CheckpointSave, grain.checkpoint.CheckpointRestore):
+      registry.add(DATA, args, grain.checkpoint.CheckpointHandler)
+    self.manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=registry)
 
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -237,7 +268,7 @@ def load_params(path: str, abstract_params: Any, key: str = "ema_params") -> Any
   if p.is_file():
     raise ValueError(f"init_from={path} is a file, not a checkpoint directory: exported .safetensors files "
                      "load with vbanana.export.load_params")
-  step_dir = _find_step_dir(p)
+  step_dir = find_step_dir(p)
   if step_dir is None:
     raise FileNotFoundError(f"init_from={path}: no checkpoint found (expected a workdir, a checkpoints "
                             "directory, a checkpoint step directory or an exported .safetensors file)")
@@ -266,12 +297,23 @@ def restore_entry(state_dir: epath.Path, key: str, make_target, *, where: str = 
   return restored[key]
 
 
-def _find_step_dir(p: epath.Path) -> epath.Path | None:
+def complete_steps(ckpt_dir) -> list[int]:
+  """The complete checkpoint steps of a checkpoints directory, ascending (Orbax renames a step directory
+  into place only when it is written, so a listed step with its state is whole)."""
+  ckpt_dir = epath.Path(ckpt_dir)
+  if not ckpt_dir.is_dir():
+    return []
+  return sorted(int(c.name) for c in ckpt_dir.iterdir() if c.name.isdigit() and (c / STATE).is_dir())
+
+
+def find_step_dir(p) -> epath.Path | None:
+  """The checkpoint step directory named by `p`: itself, or the latest of a checkpoints directory or a
+  workdir; None when there is none."""
+  p = epath.Path(p)
   if (p / STATE).is_dir():
     return p
   for root in (p / "checkpoints", p):
-    if root.is_dir():
-      steps = [int(c.name) for c in root.iterdir() if c.name.isdigit() and (c / STATE).is_dir()]
-      if steps:
-        return root / str(max(steps))
+    steps = complete_steps(root)
+    if steps:
+      return root / str(steps[-1])
   return None

@@ -8,12 +8,14 @@ config does not know, so a typo never silently runs the default.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import ml_collections
+from ml_collections import config_dict
 from etils import epath
 
 
@@ -151,8 +153,6 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
 # ----------------------------------------------------------------------------------------------------------
 # The sections every config has, with defaults; configs/*.py start from this and change what they need.
 # ----------------------------------------------------------------------------------------------------------
-TASK_NAMES = ("generation", "editing", "depth", "normals", "semantic", "instance", "referring")
-
 # Logical axis -> mesh axes: vbanana.parallel's table (data parallel + FSDP + tensor parallel). A config may
 # write out its own (configs/pretrain_tpu.py does).
 def default_rules() -> tuple:
@@ -187,34 +187,12 @@ def set_aspect_ratios(c: ml_collections.ConfigDict, ratios: str) -> None:
       comp.source.shapes = [list(s) for s in shapes]
 
 
-# Model fields that are the data's layout: config.data decides them, the model config records them.
-_LAYOUT_FIELDS = (("image_size", "resolution"), ("text_len", "text_length"), ("max_inputs", "max_inputs"),
-                  ("image_shapes", "shapes"))
-
-
-def _layout(value):
-  """Lists and tuples compare equal (a ConfigDict keeps what the config file wrote)."""
-  return tuple(_layout(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
 def model_config(config: ml_collections.ConfigDict):
-  """The `vbanana.model.ModelConfig` of an experiment config: `config.model.size` with the other
-  `config.model` fields as overrides, and the sequence layout (image size, text length, input slots) taken
-  from `config.data`, so the model, its FLOP count and its exported config always match the batches.
-  A `config.model` layout field that disagrees with `config.data` is an error naming both."""
-  from vbanana import model as model_lib  # pylint: disable=g-import-not-at-top
-  overrides = {k: v for k, v in config.model.to_dict().items() if k != "size"}
-  data = config.data.to_dict() if hasattr(config.data, "to_dict") else dict(config.data)
-  for model_field, data_field in _LAYOUT_FIELDS:
-    if data_field not in data:
-      continue
-    if data[data_field] is None:
-      continue
-    if model_field in overrides and _layout(overrides[model_field]) != _layout(data[data_field]):
-      raise ValueError(f"config.model.{model_field}={overrides[model_field]!r} disagrees with "
-                       f"config.data.{data_field}={data[data_field]!r}; set one (config.data decides the layout)")
-    overrides[model_field] = data[data_field]
-  return model_lib.config_for(config.model.size, **overrides)
+  """The model family's config dataclass of an experiment config (`config.model.family`, default 'dit'):
+  for the DiT, `config.model.size` with the set `config.model` fields as overrides and the sequence layout
+  from `config.data` (vbanana/families/dit.py)."""
+  from vbanana import families  # pylint: disable=g-import-not-at-top
+  return families.get(config.model.get("family") or "dit").model_config(config)
 
 
 # The pod configs' table (configs/*_tpu.py), written out as MaxText does: activations' batch over data and
@@ -268,22 +246,87 @@ def pod_config(arg, weights: dict[str, float], remat_by_slice: dict[str, str]) -
   return c
 
 
-def base_config() -> ml_collections.ConfigDict:
+# ----------------------------------------------------------------------------------------------------------
+# Every default in one place: base_config holds every field of every section, taken from the dataclasses that
+# check them (flow.FlowConfig, optim.OptimConfig, the family's model config) and the data pipeline's
+# DEFAULTS, so `--config.optim.lr=3e-4` overrides a field that exists, and config.json (the resolved config,
+# `resolve`) records every value a run used.
+# ----------------------------------------------------------------------------------------------------------
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "tuple": tuple}
+
+
+def _field_type(field: dataclasses.Field) -> type:
+  """The type of a dataclass field for a typed placeholder ('int | None' -> int)."""
+  annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+  name = annotation.split("|")[0].split("[")[0].strip()
+  if name not in _TYPES:
+    raise TypeError(f"{field.name}: no config placeholder type for annotation {annotation!r}")
+  return _TYPES[name]
+
+
+def dataclass_section(cls, unset: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """A config section with one entry per field of the frozen dataclass `cls`: its default, or (for the
+  fields in `unset` and those whose default is None) a typed placeholder, None until set, that the command
+  line can still override (`--config.model.width=128`)."""
+  entries = {}
+  for f in dataclasses.fields(cls):
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if f.name in unset or default is None:
+      entries[f.name] = config_dict.placeholder(_field_type(f))
+    else:
+      entries[f.name] = default
+  return ml_collections.ConfigDict(entries)
+
+
+def model_section(family: str = "dit") -> ml_collections.ConfigDict:
+  """config.model: the family, its default size and every field of its config, unset (None = the size's
+  value, or for the layout fields, config.data's)."""
+  from vbanana import families  # pylint: disable=g-import-not-at-top
+  fam = families.get(family)
+  section = dataclass_section(fam.config_class, unset=[f.name for f in dataclasses.fields(fam.config_class)])
+  section.family = family
+  section.size = fam.default_size
+  return section
+
+
+def data_section() -> ml_collections.ConfigDict:
+  from vbanana.data import pipeline  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict({**pipeline.DEFAULTS, "components": {}})
+
+
+def base_config(family: str = "dit") -> ml_collections.ConfigDict:
+  from vbanana import flow, optim  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.init_from = ""  # a workdir, checkpoint dir or exported .safetensors: params only, fresh optimizer
 
-  c.model = ml_collections.ConfigDict(dict(size="tiny", image_size=32))
+  c.model = model_section(family)
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.sharding_rules = default_rules()
-  c.flow = ml_collections.ConfigDict()
-  c.optim = ml_collections.ConfigDict()
+  c.flow = dataclass_section(flow.FlowConfig)
+  # total_steps unset = train.steps: the learning-rate schedule spans the run.
+  c.optim = dataclass_section(optim.OptimConfig, unset=("total_steps",))
   # shapes: aspect-ratio buckets [[H, W], ...] (set_aspect_ratios); None = square images of data.resolution.
-  c.data = ml_collections.ConfigDict(dict(resolution=32, text_length=224, max_inputs=1, global_batch=32,
-                                          num_workers=0, seed=0, components={}, shapes=None))
+  c.data = data_section()
   c.train = ml_collections.ConfigDict(dict(
       steps=1000, log_every=50, eval_every=0, eval_at_end=True, tensorboard=True,
       peak_flops_per_device=0.0))  # 0: measured by a matmul at start
   c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=3, keep_every=0, async_save=True))
   c.evals = ml_collections.ConfigDict()
   return c
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` with every unset value filled in (the model's from its size and the data layout,
+  optim.total_steps from train.steps): what a run uses and what its config.json records. Checks the flow
+  and optim sections (unknown keys or bad values name the field)."""
+  from vbanana import flow, optim  # pylint: disable=g-import-not-at-top
+  resolved = ml_collections.ConfigDict(config.to_dict())
+  model_cfg = model_config(config)
+  for key, value in model_cfg.to_dict().items():
+    resolved.model[key] = tuple(tuple(v) for v in value) if key == "image_shapes" else value
+  if resolved.optim.get("total_steps") is None:
+    resolved.optim.total_steps = int(config.train.steps)
+  flow.FlowConfig.create(resolved.flow)
+  optim.OptimConfig.create(resolved.optim)
+  return resolved

@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
-from flax import nnx
 
+from vbanana import console
 from vbanana import flow
 
 EVAL_METRICS_FILE = "eval_metrics.jsonl"
@@ -127,20 +127,16 @@ def _to_host(x: jax.Array) -> np.ndarray:
 class Evaluator:
   """Samples and scores one eval split. `run(params) -> (scalars, image grid)`."""
 
-  def __init__(self, spec: EvalSpec, config, mesh, rules, graphdef, model_cfg):
-    from vbanana import parallel  # pylint: disable=g-import-not-at-top
-    from vbanana import step as step_lib  # pylint: disable=g-import-not-at-top
-    self.spec, self.config, self.mesh = spec, config, mesh
-    self.batch_size = int(spec.batch_size or config.data.global_batch)
-    shards = math.prod(mesh.shape[a] for a in _batch_axes(parallel.batch_spec(rules)))
+  def __init__(self, spec: EvalSpec, setup):
+    self.spec, self.setup, self.config = spec, setup, setup.config
+    self.batch_size = int(spec.batch_size or self.config.data.global_batch)
+    shards = math.prod(setup.mesh.shape[a] for a in _batch_axes(setup.batch_sharding.spec))
     if self.batch_size % shards:
       raise ValueError(f"config.evals.{spec.name}.batch_size={self.batch_size} is not divisible by the {shards} "
                        "devices the batch is split over")
-    self.data_sharding = parallel.batch_sharding(mesh, rules)
-    self.prediction = flow.FlowConfig.create(config.get("flow")).prediction  # what the network outputs
-    self.sample_fn = step_lib.make_sample_fn(graphdef, model_cfg, mesh, rules, steps=spec.steps,
-                                             method=spec.sampler, text_scale=spec.text_scale,
-                                             image_scale=spec.image_scale, prediction=self.prediction)
+    self.data_sharding = setup.batch_sharding
+    self.sample_fn = setup.sampler(steps=spec.steps, method=spec.sampler, text_scale=spec.text_scale,
+                                   image_scale=spec.image_scale)
     key = jax.random.key(spec.seed)
 
     def noise(indices, shape):  # per example: the same noise whatever the batch, mesh or process count
@@ -158,16 +154,13 @@ class Evaluator:
 
   def sample(self, params, batch: Mapping[str, np.ndarray], start: int) -> np.ndarray:
     """uint8 (B, H, W, 3) generated for a batch whose first row is example `start` of the split."""
-    arrays = {k: _global_array(batch[k], self.data_sharding) for k in ("text", "inputs", "input_mask")}
+    keys = [k for k in ("text", "inputs", "input_mask", "text_embeddings") if k in batch]
+    arrays = {k: _global_array(batch[k], self.data_sharding) for k in keys}
     indices = _global_array(np.arange(start, start + len(batch["text"]), dtype=np.int32), self.data_sharding)
-    extra = {}
-    if "text_embeddings" in batch:
-      extra["text_embeddings"] = _global_array(batch["text_embeddings"], self.data_sharding)
-    with jax.set_mesh(self.mesh):
-      x0 = self.sample_fn(params, self.noise_fn(indices, tuple(batch["target"].shape[1:])), arrays["text"],
-                          arrays["inputs"],
-                          arrays["input_mask"], **extra)
-      return _to_host(self.to_uint8(x0))
+    shape = self.setup.family.denoised_shape(self.setup.model_cfg, batch["target"].shape[1:3])
+    with jax.set_mesh(self.setup.mesh):
+      images = self.sample_fn(params, self.setup.frozen, self.noise_fn(indices, tuple(shape)), arrays)
+      return _to_host(self.to_uint8(images))
 
   def run(self, params) -> tuple[dict[str, float], np.ndarray | None]:
     from vbanana import tasks  # pylint: disable=g-import-not-at-top
@@ -267,18 +260,10 @@ class _QualityScores:
 # ----------------------------------------------------------------------------------------------------------
 # The trainer's entry points.
 # ----------------------------------------------------------------------------------------------------------
-def model_config(config):
-  from vbanana import config_lib  # pylint: disable=g-import-not-at-top
-  return config_lib.model_config(config)
-
-
-def build_evaluators(config, mesh, rules, graphdef) -> list[Evaluator]:
-  """One Evaluator per config.evals entry (each compiles its sampler on first use)."""
-  model_cfg = model_config(config)
-  # The trainer calls this inside `jax.set_mesh(mesh)`, where step.abstract_model (for the param shardings)
-  # would read the logical names as mesh axes and fail; the shardings come from the rules table anyway.
-  with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), ())):
-    return [Evaluator(spec, config, mesh, rules, graphdef, model_cfg) for spec in parse_specs(config)]
+def build_evaluators(setup) -> list[Evaluator]:
+  """One Evaluator per config.evals entry of the setup's config (each compiles its sampler on first use).
+  Built once by the caller (the trainer, the follower, the recipe) and reused at every evaluation."""
+  return [Evaluator(spec, setup) for spec in parse_specs(setup.config)]
 
 
 def run_evaluators(evaluators, params, step: int, *, final_step: int | None = None
@@ -301,21 +286,17 @@ def run_evaluators(evaluators, params, step: int, *, final_step: int | None = No
   return scalars, images
 
 
-_CACHE: dict = {}
-
-
-def run_all(config, graphdef, params, mesh, rules, *, step: int):
-  """build_evaluators once per (config, graphdef, mesh), then run_evaluators: what train.py calls.
-
-  The cache key holds every section the evaluators read: the evals, the data (sources, layout) and the flow
-  (the prediction type picks the sampler), so a second run in the same process never scores with the
-  first run's samplers."""
-  sections = {name: _as_dict(config.get(name) or {}) for name in ("evals", "data", "flow")}
-  key = (json.dumps(sections, sort_keys=True, default=str), graphdef, id(mesh), str(rules))
-  if key not in _CACHE:
-    _CACHE.clear()
-    _CACHE[key] = build_evaluators(config, mesh, rules, graphdef)
-  return run_evaluators(_CACHE[key], params, step, final_step=config.train.steps)
+def headline(evaluators, scalars: Mapping[str, float]) -> str:
+  """One line of each evaluator's headline metric (its task's HEADLINE), for the console."""
+  from vbanana import tasks  # pylint: disable=g-import-not-at-top
+  parts = []
+  for ev in evaluators:
+    for metric in tasks.get(ev.spec.type).HEADLINE:
+      key = f"{ev.spec.name}/{metric}"
+      if key in scalars:
+        parts.append(f"{ev.spec.name} {metric} {scalars[key]:.4g}")
+        break
+  return ", ".join(parts) or "no evaluator ran"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -345,20 +326,15 @@ def follow(config, workdir: str, *, poll_seconds: float = 10.0, timeout_seconds:
   """
   from vbanana import checkpoint  # pylint: disable=g-import-not-at-top
   from vbanana import metrics_writer  # pylint: disable=g-import-not-at-top
-  from vbanana import parallel  # pylint: disable=g-import-not-at-top
-  from vbanana import step as step_lib  # pylint: disable=g-import-not-at-top
+  from vbanana import setup as setup_lib  # pylint: disable=g-import-not-at-top
 
+  setup = setup_lib.create(config)
+  config = setup.config
   final = int(config.train.steps)
-  mesh = parallel.make_mesh(_as_dict(config.mesh))
-  rules = tuple(tuple(r) for r in config.sharding_rules)
-  model_cfg = model_config(config)
-  graphdef, abstract_params = step_lib.abstract_model(model_cfg)
-  shardings = step_lib.param_shardings(model_cfg, mesh, rules)
-  abstract = jax.tree.map(lambda s, x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shardings,
-                          nnx.to_pure_dict(abstract_params))
-  evaluators = build_evaluators(config, mesh, rules, graphdef)
+  evaluators = build_evaluators(setup)
+  console.open_log(os.fspath(epath.Path(workdir) / EVAL_DIR))
   if tensorboard is None:
-    tensorboard = bool(config.train.get("tensorboard", True))
+    tensorboard = bool(config.train.tensorboard)
   writer = metrics_writer.create_writer(os.fspath(epath.Path(workdir) / EVAL_DIR), tensorboard=tensorboard)
   done, evaluated = evaluated_steps(workdir), []
   last_progress = time.monotonic()
@@ -366,7 +342,7 @@ def follow(config, workdir: str, *, poll_seconds: float = 10.0, timeout_seconds:
   logging.info("Following %s (already evaluated: %s; final step %d)", ckpt_dir, sorted(done), final)
   try:
     while max(done, default=-1) < final:
-      pending = [s for s in _checkpoint_steps(ckpt_dir) if s not in done]
+      pending = [s for s in checkpoint.complete_steps(ckpt_dir) if s not in done]
       step = agree(pending[0] if pending else -1)  # oldest first; every process takes process 0's view
       if step < 0:
         if timeout_seconds is not None and time.monotonic() - last_progress > timeout_seconds:
@@ -376,7 +352,7 @@ def follow(config, workdir: str, *, poll_seconds: float = 10.0, timeout_seconds:
         time.sleep(poll_seconds)
         continue
       try:
-        params = checkpoint.load_params(os.fspath(ckpt_dir / str(step)), abstract)
+        params = checkpoint.load_params(os.fspath(ckpt_dir / str(step)), setup.abstract_params)
       except Exception:  # pylint: disable=broad-except
         if (ckpt_dir / str(step)).exists():
           raise
@@ -391,6 +367,7 @@ def follow(config, workdir: str, *, poll_seconds: float = 10.0, timeout_seconds:
       if images:
         writer.write_images(step, images)
       writer.flush()
+      console.say(f"eval step {step}: {headline(evaluators, scalars)}")
       done.add(step)
       evaluated.append(step)
       last_progress = time.monotonic()
@@ -405,13 +382,6 @@ def agree(value: int) -> int:
     return int(value)
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
-
-
-def _checkpoint_steps(ckpt_dir: epath.Path) -> list[int]:
-  """Complete checkpoint steps (Orbax renames a step directory into place only when it is written)."""
-  if not ckpt_dir.exists():
-    return []
-  return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit() and (p / "state").is_dir())
 
 
 follow_checkpoints = follow  # the name vbanana/main.py calls

@@ -17,7 +17,6 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 
 PREDICTIONS = ("v", "x")
@@ -118,33 +117,38 @@ def as_velocity(model, prediction: str = "v"):
   return velocity
 
 
-def drop_conditions(rng: jax.Array, text: jax.Array, input_mask: jax.Array, text_embeddings, cfg: FlowConfig):
-  """Classifier-free-guidance dropout, per example: the instruction (tokens -> padding, embeddings -> 0)
-  with probability text_dropout, the input images (mask -> False) with probability image_dropout."""
+def _rows(mask: jax.Array, like: jax.Array) -> jax.Array:
+  """A (B,) mask shaped to broadcast over the rows of `like` (B, ...)."""
+  return mask.reshape(mask.shape + (1,) * (like.ndim - 1))
+
+
+def drop_conditions(rng: jax.Array, cond: Any, null_cond: Any, input_mask: jax.Array, cfg: FlowConfig):
+  """Classifier-free-guidance dropout, per example: the instruction (its rows of `cond` replaced by those
+  of `null_cond`, the family's 'no instruction') with probability text_dropout, the input images
+  (mask -> False) with probability image_dropout. Returns (cond, input_mask)."""
   k_text, k_image = jax.random.split(rng)
-  b = text.shape[0]
+  b = input_mask.shape[0]
   drop_text = jax.random.bernoulli(k_text, cfg.text_dropout, (b,))
   drop_image = jax.random.bernoulli(k_image, cfg.image_dropout, (b,))
-  text = jnp.where(drop_text[:, None], 0, text)
-  if text_embeddings is not None:
-    text_embeddings = jnp.where(drop_text[:, None, None], 0, text_embeddings)
+  cond = jax.tree.map(lambda c, n: jnp.where(_rows(drop_text, c), n, c), cond, null_cond)
   input_mask = input_mask & ~drop_image[:, None]
-  return text, input_mask, text_embeddings
+  return cond, input_mask
 
 
-def loss(model, batch: Mapping[str, jax.Array], rng: jax.Array, cfg: FlowConfig | Any = None,
-         weights: jax.Array | None = None, train: bool = True):
+def loss(net, x0: jax.Array, inputs: jax.Array, input_mask: jax.Array, cond: Any, rng: jax.Array,
+         cfg: FlowConfig | Any = None, *, null_cond: Any = None, weights: jax.Array | None = None,
+         train: bool = True):
   """Velocity MSE. Returns (weighted mean loss, aux) with aux['per_example'] (B,) and aux['t'] (B,).
 
-  `batch` as in docs/interfaces.md (images uint8 or float in [-1, 1]); `weights` (B,) optional. With
-  `train`, conditions are dropped for classifier-free guidance. With cfg.prediction = 'x' the network's x_0
-  becomes a velocity (`as_velocity`) and the target is the velocity of the same clamped formula,
-  (x_t - x_0) / max(t, X_PREDICTION_MIN_T) (= noise - x_0 above the clamp): JiT's "x-prediction, v-loss",
-  which is the x_0 error weighted by 1 / max(t, X_PREDICTION_MIN_T)^2.
+  `net(x_t, t, cond, inputs, input_mask)` is the network (a model family's `apply` on its module); x0, the
+  clean targets, and inputs (B, K, ...) are in the space the family denoises (`encode_images`); `cond` is
+  the instruction as the family reads it, `null_cond` the same without it (needed with `train`, when
+  conditions are dropped for classifier-free guidance); `weights` (B,) optional. With cfg.prediction = 'x'
+  the network's x_0 becomes a velocity (`as_velocity`) and the target is the velocity of the same clamped
+  formula, (x_t - x_0) / max(t, X_PREDICTION_MIN_T) (= noise - x_0 above the clamp): JiT's "x-prediction,
+  v-loss", which is the x_0 error weighted by 1 / max(t, X_PREDICTION_MIN_T)^2.
   """
   cfg = FlowConfig.create(cfg)
-  x0 = to_float(batch["target"])
-  inputs = to_float(batch["inputs"])
   b = x0.shape[0]
   k_t, k_noise, k_drop = jax.random.split(rng, 3)
   t = sample_time(k_t, b, cfg)
@@ -152,10 +156,11 @@ def loss(model, batch: Mapping[str, jax.Array], rng: jax.Array, cfg: FlowConfig 
   x_t, v_target = interpolate(x0, noise, t)
   if cfg.prediction == "x":
     v_target = x_to_velocity(x_t, t, x0)
-  text, input_mask, text_emb = batch["text"], batch["input_mask"], batch.get("text_embeddings")
   if train:
-    text, input_mask, text_emb = drop_conditions(k_drop, text, input_mask, text_emb, cfg)
-  v = as_velocity(model, cfg.prediction)(x_t, t, text, inputs, input_mask, text_embeddings=text_emb)
+    if null_cond is None:
+      raise ValueError("flow.loss: train=True drops instructions: pass null_cond (the family's null_condition)")
+    cond, input_mask = drop_conditions(k_drop, cond, null_cond, input_mask, cfg)
+  v = as_velocity(net, cfg.prediction)(x_t, t, cond, inputs, input_mask)
   per_example = jnp.mean(jnp.square(v - v_target), axis=tuple(range(1, x0.ndim)))
   w = jnp.ones((b,), jnp.float32) if weights is None else weights.astype(jnp.float32)
   total = jnp.sum(w * per_example) / jnp.maximum(jnp.sum(w), 1e-8)
@@ -169,28 +174,27 @@ def _is_one(scale) -> bool:
   return isinstance(scale, numbers.Number) and float(scale) == 1.0
 
 
-def guided_velocity(model, x, t, text, inputs, input_mask, text_embeddings=None, *, text_scale=1.0,
-                    image_scale=1.0):
+def guided_velocity(net, x, t, cond, inputs, input_mask, *, null_cond=None, text_scale=1.0, image_scale=1.0):
   """InstructPix2Pix-style guidance over three predictions, evaluated in ONE batched forward:
       v = v(none) + s_img * (v(image) - v(none)) + s_txt * (v(image, text) - v(image))
   The passes that cancel are skipped: both scales exactly 1 -> v(image, text) (one pass); image scale
-  exactly 1 -> v(image) + s_txt * (v(image, text) - v(image)) (two passes)."""
+  exactly 1 -> v(image) + s_txt * (v(image, text) - v(image)) (two passes). `null_cond` is the family's
+  'no instruction' (needed unless both scales are 1)."""
   b = x.shape[0]
   t = jnp.broadcast_to(t, (b,))
-  no_text = jnp.zeros_like(text)
-  no_emb = None if text_embeddings is None else jnp.zeros_like(text_embeddings)
-  no_image = jnp.zeros_like(input_mask)
   if _is_one(text_scale) and _is_one(image_scale):
-    return model(x, t, text, inputs, input_mask, text_embeddings=text_embeddings)
+    return net(x, t, cond, inputs, input_mask)
+  if null_cond is None:
+    raise ValueError("guided_velocity: guidance needs null_cond (the family's null_condition)")
+  no_image = jnp.zeros_like(input_mask)
   # Rows: [image + text, image only, (nothing)].
-  variants = [(text, input_mask, text_embeddings), (no_text, input_mask, no_emb)]
+  variants = [(cond, input_mask), (null_cond, input_mask)]
   if not _is_one(image_scale):
-    variants.append((no_text, no_image, no_emb))
+    variants.append((null_cond, no_image))
   n = len(variants)
-  cat = lambda arrays: jnp.concatenate(arrays, axis=0)
-  v = model(cat([x] * n), cat([t] * n), cat([a[0] for a in variants]), cat([inputs] * n),
-            cat([a[1] for a in variants]),
-            text_embeddings=None if text_embeddings is None else cat([a[2] for a in variants]))
+  cat = lambda *arrays: jnp.concatenate(arrays, axis=0)
+  v = net(cat(*[x] * n), cat(*[t] * n), jax.tree.map(cat, *[a[0] for a in variants]), cat(*[inputs] * n),
+          cat(*[a[1] for a in variants]))
   v_full, v_image = v[:b], v[b:2 * b]
   out = v_image + text_scale * (v_full - v_image)
   if n == 3:
@@ -199,32 +203,29 @@ def guided_velocity(model, x, t, text, inputs, input_mask, text_embeddings=None,
   return out
 
 
-def sample(model, noise, text, inputs, input_mask, *, steps: int, method: str = "euler", text_scale=1.0,
-           image_scale=1.0, text_embeddings=None, prediction: str = "v"):
-  """Integrates from t = 1 (noise) to t = 0 on a uniform grid of `steps` steps; returns x_0 (float, unclipped).
+def sample(net, noise, cond, inputs, input_mask, *, steps: int, method: str = "euler", text_scale=1.0,
+           image_scale=1.0, null_cond=None, prediction: str = "v", times: jax.Array | None = None):
+  """Integrates from t = 1 (noise) to t = 0 over `times` (default: a uniform grid of `steps` steps; a
+  family's `sample_times` may shift it); returns x_0 (float, unclipped).
 
   Euler: one network evaluation per step. Heun: two per step, except the last (to t = 0), which is an
   Euler step (2 * steps - 1 evaluations). The loop is a `lax.fori_loop`, so under jit it is one program.
-  `prediction` is what the model outputs (config.flow.prediction); guidance combines velocities either way.
+  `net(x_t, t, cond, inputs, input_mask)` is the network; `prediction` what it outputs
+  (config.flow.prediction); guidance combines velocities either way.
   """
   check_prediction(prediction, "sample: prediction")
   if method not in ("euler", "heun"):
     raise ValueError(f"sample: method={method!r}; expected 'euler' or 'heun'")
   if not isinstance(steps, int) or steps < 1:
     raise ValueError(f"sample: steps={steps!r}; expected an int >= 1")
-  # An nnx model enters the loop as (graphdef, state), the functional form lax control flow wants.
-  if isinstance(model, nnx.Module):
-    graphdef, state = nnx.split(model)
-    get_net = lambda: nnx.merge(graphdef, state)
-  else:
-    get_net = lambda: model  # any callable with the model's signature (e.g. an analytic velocity)
 
   def velocity(x, t):
-    net = as_velocity(get_net(), prediction)
-    return guided_velocity(net, x, t, text, inputs, input_mask, text_embeddings, text_scale=text_scale,
-                           image_scale=image_scale).astype(x.dtype)
+    return guided_velocity(as_velocity(net, prediction), x, t, cond, inputs, input_mask, null_cond=null_cond,
+                           text_scale=text_scale, image_scale=image_scale).astype(x.dtype)
 
-  times = jnp.linspace(1.0, 0.0, steps + 1)
+  times = jnp.linspace(1.0, 0.0, steps + 1) if times is None else times
+  if times.shape != (steps + 1,):
+    raise ValueError(f"sample: times has shape {times.shape}, expected ({steps + 1},) for {steps} steps")
 
   def euler_step(i, x):
     return x + (times[i + 1] - times[i]) * velocity(x, times[i])

@@ -14,18 +14,24 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, configs/NAME.py[:key=value,...].", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, samples (local or gs://).")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "train_and_eval"],
-                          "train: train (evaluating every config.train.eval_every steps and at the end); "
-                          "eval: follow the workdir's checkpoints and evaluate each; train_and_eval: same as "
-                          "train with evals forced on at the end.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+from vbanana import cli
+
+
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+  """The command's flags (into `fv`: the global FLAGS when it runs, a fresh FlagValues when a test parses a
+  documented command line)."""
+  cli.define_config_flag(flag_values=fv)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, samples (local or gs://).",
+                      flag_values=fv)
+  flags.DEFINE_enum("mode", "train", ["train", "eval", "train_and_eval"],
+                    "train: train (evaluating every config.train.eval_every steps and at the end); eval: follow "
+                    "the workdir's checkpoints and evaluate each; train_and_eval: same as train with evals "
+                    "forced on at the end.", flag_values=fv)
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).", flag_values=fv)
+  flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).", flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "This process's index (multi-host).", flag_values=fv)
 
 
 def _on_multihost_cloud_tpu() -> bool:
@@ -47,61 +53,41 @@ def initialize_distributed(coordinator_address, num_processes, process_id) -> No
     jax.distributed.initialize()  # addresses come from the TPU metadata
 
 
-def parse_flags(argv):
-  """absl flag parsing, with a clear message (and exit status 2) for an unknown --config.KEY override."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    raise SystemExit(f"FATAL Flags parsing error: {e}") from None
-  except (AttributeError, KeyError) as e:
-    from vbanana import config_lib  # pylint: disable=g-import-not-at-top
-    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-    if spec:
-      try:
-        config = config_lib.load_config(spec)
-      except Exception:  # pylint: disable=broad-except
-        raise e from None
-      for key in config_lib.override_keys(argv):
-        message = config_lib.unknown_key_message(config, key)
-        if message:
-          print(f"FATAL {message}", file=sys.stderr)
-          raise SystemExit(2) from None
-    raise
-
-
 def main(argv):
+  f = flags.FLAGS
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config_file = (config_flags.get_config_filename(flags.FLAGS["config"]) or "").partition(":")[0]
-  if not config_file or not os.path.exists(config_file):
-    raise app.UsageError(f"--config: no config file at {config_file!r} (expected configs/NAME.py[:ARGS])")
-  if "bench" in _CONFIG.value:  # configs/eval_paper.py: the paper's benchmarks, not a training workdir
-    if _MODE.value != "eval":
+  config_file = cli.config_file()
+  if "bench" in f.config:  # configs/eval_paper.py: the paper's benchmarks, not a training workdir
+    if f.mode != "eval":
       raise app.UsageError(f"--config={config_file} runs benchmarks: use --mode=eval")
     from vbanana.bench import runner  # pylint: disable=g-import-not-at-top
-    raise SystemExit(runner.main_from_config(_CONFIG.value, _WORKDIR.value))
-  if not _WORKDIR.value:
+    raise SystemExit(runner.main_from_config(f.config, f.workdir))
+  if not f.workdir:
     raise app.UsageError("--workdir is required")
-  initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
 
   import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_index() != 0:
-    logging.set_verbosity(logging.WARNING)  # only process 0 logs progress
+  from vbanana import console  # pylint: disable=g-import-not-at-top
+  console.configure(verbose=flags.FLAGS["verbosity"].present > 0)
   logging.info("JAX process %d of %d, %d local devices of %d: %s", jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
+  if jax.process_count() > 1:
+    console.say(f"{jax.process_count()} processes, {jax.device_count()} devices")
 
   from vbanana import train  # pylint: disable=g-import-not-at-top
   from vbanana.data import sources  # pylint: disable=g-import-not-at-top
   try:
-    if _MODE.value == "eval":
+    if f.mode == "eval":
       from vbanana import evaluate  # pylint: disable=g-import-not-at-top
-      evaluate.follow_checkpoints(_CONFIG.value, _WORKDIR.value)
+      evaluate.follow_checkpoints(f.config, f.workdir)
     else:
-      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, final_eval=_MODE.value == "train_and_eval" or None)
+      train.train_and_evaluate(f.config, f.workdir, final_eval=f.mode == "train_and_eval" or None)
   except sources.ScenesNotBuiltError as e:  # a pod-size dataset is built by its own command: say which, in one line
     print(f"FATAL {e}", file=sys.stderr)
     raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  define_flags()
+  app.run(main, flags_parser=cli.parse_flags)

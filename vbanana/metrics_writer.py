@@ -93,9 +93,13 @@ def create_writer(workdir: str, *, tensorboard: bool = True) -> metric_writers.M
   return metric_writers.MultiWriter(writers)
 
 
-def image_grid(images: np.ndarray, cols: int | None = None, pad: int = 1) -> np.ndarray:
-  """Tiles uint8 (N, H, W, 3) images into one (rows*H, cols*W, 3) image with a white gap."""
+def image_grid(images: np.ndarray, cols: int | None = None, pad: int = 1, min_cell: int = 128) -> np.ndarray:
+  """Tiles uint8 (N, H, W, 3) images into one image with a white gap, each tile enlarged by nearest
+  neighbour (pixels repeated, codes never blended) to at least `min_cell` pixels on its shorter side, so a
+  32 px sample is big enough to see."""
   images = np.asarray(images)
+  scale = max(1, -(-min_cell // min(images.shape[1:3])))
+  images = images.repeat(scale, axis=1).repeat(scale, axis=2)
   n, h, w, c = images.shape
   cols = cols or int(math.ceil(math.sqrt(n)))
   rows = int(math.ceil(n / cols))

@@ -44,6 +44,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("layers", None),
     ("patch", None),
     ("segment", None),
+    ("lora", None),  # a LoRA adapter's rank dimension (vbanana/flux2/lora.py): small, never split
 )
 LOGICAL_AXES = frozenset(name for name, _ in DEFAULT_RULES)
 
@@ -83,8 +84,11 @@ def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[jax.Device] | None 
 # ----------------------------------------------------------------------------------------------------------
 # Rules: logical names -> PartitionSpec.
 # ----------------------------------------------------------------------------------------------------------
-def resolve_rules(rules: Iterable[Sequence[Any]] | None = None) -> dict[str, Any]:
-  """The config's table over DEFAULT_RULES as a dict; names the model does not use are an error."""
+def resolve_rules(rules: Iterable[Sequence[Any]] | Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """The config's table over DEFAULT_RULES as a dict; names the model does not use are an error. A dict is
+  a table resolved already (vbanana.setup's) and is returned as is."""
+  if isinstance(rules, Mapping):
+    return dict(rules)
   table = dict(DEFAULT_RULES)
   for rule in (rules or ()):
     if len(rule) != 2:
@@ -132,19 +136,6 @@ def named_sharding(mesh: Mesh, names: Sequence[str | None], rules=None, shape=No
   return NamedSharding(mesh, spec if shape is None else _fits(spec, shape, mesh))
 
 
-def state_shardings(abstract_state: Any, mesh: Mesh, rules=None) -> Any:
-  """Shardings for an `nnx.State` of abstract variables that carry logical names (`out_sharding`)."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  table = resolve_rules(rules)
-
-  def one(var):
-    names = var.get_metadata().get("out_sharding") if isinstance(var, nnx.Variable) else None
-    value = var.get_value() if isinstance(var, nnx.Variable) else var
-    names = tuple(names) if names else (None,) * len(np.shape(value))
-    return named_sharding(mesh, names, table, np.shape(value))
-  return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Activations: the model calls `constrain(x, names)`; it is a no-op outside a `sharding_context`.
 # ----------------------------------------------------------------------------------------------------------
@@ -168,8 +159,9 @@ def current() -> tuple[Mesh, dict] | None:
 
 
 def current_platform() -> str:
-  """The platform the program is being built for: the active mesh's devices ('tpu' also for the abstract
-  devices of an ahead-of-time compile on a CPU machine), else the default backend."""
+  """The platform of the active mesh's devices ('tpu' also for the abstract devices of an ahead-of-time
+  compile on a CPU machine), else the default backend: where a kernel traced now will run (splash runs in
+  Pallas' interpreter on a CPU mesh)."""
   context = current()
   return context[0].devices.flat[0].platform if context else jax.default_backend()
 

@@ -1,4 +1,4 @@
-"""The train state and the jitted train / sample functions, sharded on the mesh by the rules table.
+"""The jitted programs of a run: state init, the train step and the sampler, each built from a `Setup`.
 
 The state is a plain dict of arrays, so Orbax saves it as is:
     params      the model parameters (nested dict, float32)
@@ -8,77 +8,39 @@ The state is a plain dict of arrays, so Orbax saves it as is:
     rng         uint32 (2,) raw key data, split every step
     skipped     int32, steps whose loss or gradients were not finite (their update was dropped)
 
-Typical use (see vbanana/train.py):
-    graphdef, state = create_train_state(model_cfg, config.optim, mesh, rules, seed)
-    train_step = make_train_step(graphdef, model_cfg, config.flow, config.optim, mesh, rules)
-    state, metrics = train_step(state, parallel.shard_batch(batch, mesh, rules))
+Everything model-specific goes through the setup's family (vbanana.families): its image codec turns the
+batch's images into what the model denoises, its text conditioner the instruction into what the model
+reads, `apply` runs the module. Use them through `vbanana.setup.Setup` (`init_state`, `train_step`,
+`sampler`), which builds each once.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from vbanana import flow, optim, parallel
-from vbanana.model import dit
-from vbanana.model.config import ModelConfig
+from vbanana import flow, optim, parallel, tasks
+
+if TYPE_CHECKING:
+  from vbanana.setup import Setup
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Shapes and shardings, without building anything.
-# ----------------------------------------------------------------------------------------------------------
-def abstract_model(model_cfg: ModelConfig):
-  """(graphdef, abstract params as nnx.State of Variables carrying logical names)."""
-  model = nnx.eval_shape(lambda: dit.DiT(model_cfg, rngs=nnx.Rngs(0)))
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  if jax.tree.leaves(rest):
-    raise ValueError("DiT holds state other than nnx.Param; the train state only carries parameters")
-  return graphdef, params
+def raw_key(seed: int) -> jax.Array:
+  return jax.random.key_data(jax.random.key(seed))
 
 
-def param_shardings(model_cfg: ModelConfig, mesh, rules) -> dict:
-  """Nested dict (the layout of state['params']) of NamedShardings from the parameters' logical names."""
-  _, params = abstract_model(model_cfg)
-  table = parallel.resolve_rules(rules)
-  out: dict = {}
-  for path, var in nnx.to_flat_state(params):
-    names = var.get_metadata().get("out_sharding") or (None,) * len(var.shape)
-    node = out
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = parallel.named_sharding(mesh, tuple(names), table, var.shape)
-  return out
+def init_fn(setup: "Setup") -> Callable:
+  """`raw_key -> state`: the module built from the setup's family and config, optimizer state, EMA copy."""
+  tx = optim.make_optimizer(setup.optim_cfg)
 
-
-def _like_params(tree: Any, params_sharding: dict, mesh) -> Any:
-  """Shardings for an optimizer-state tree: a leaf whose path ends with a parameter's path (and has its
-  shape) is sharded like that parameter; everything else (counts) is replicated."""
-  flat, _ = jax.tree_util.tree_flatten_with_path(params_sharding)
-  by_path = {tuple(_key(k) for k in path): s for path, s in flat}
-  replicated = NamedSharding(mesh, PartitionSpec())
-
-  def one(path, leaf):
-    keys = tuple(_key(k) for k in path)
-    for i in range(len(keys)):
-      if keys[i:] in by_path:
-        return by_path[keys[i:]]
-    return replicated
-  return jax.tree_util.tree_map_with_path(one, tree)
-
-
-def _key(k) -> Any:
-  return getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))
-
-
-def _init_fn(model_cfg: ModelConfig, tx):
-  def init(raw_key):
-    key = jax.random.wrap_key_data(raw_key)
-    model = dit.DiT(model_cfg, rngs=nnx.Rngs(params=jax.random.fold_in(key, 0)))
+  def init(key_data):
+    key = jax.random.wrap_key_data(key_data)
+    model = setup.family.build(setup.model_cfg, nnx.Rngs(params=jax.random.fold_in(key, 0)),
+                               attention=setup.attention)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     return dict(params=params, opt_state=tx.init(params), ema_params=jax.tree.map(jnp.copy, params),
                 step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.fold_in(key, 1)),
@@ -86,74 +48,44 @@ def _init_fn(model_cfg: ModelConfig, tx):
   return init
 
 
-def _raw_key(seed: int) -> jax.Array:
-  return jax.random.key_data(jax.random.key(seed))
+def network(setup: "Setup", params, frozen=None) -> Callable:
+  """`net(x_t, t, cond, inputs, input_mask)`: the family's forward of the module with `params` and the
+  module's frozen variables of `frozen` when it has any (LoRA's base weights), merged at each call, so
+  inside a sampler's loop the module is built in the loop's trace."""
+  def net(x_t, t, cond, inputs, input_mask):
+    return setup.family.apply(setup.model(params, {} if frozen is None else frozen), x_t, t, cond, inputs,
+                              input_mask)
+  return net
 
 
-def state_shardings(model_cfg: ModelConfig, optim_cfg: Any, mesh, rules) -> dict:
-  """The sharding of every leaf of the train state."""
-  tx = optim.make_optimizer(optim_cfg)
-  abstract = jax.eval_shape(_init_fn(model_cfg, tx), _raw_key(0))
-  ps = param_shardings(model_cfg, mesh, rules)
-  replicated = NamedSharding(mesh, PartitionSpec())
-  return dict(params=ps, opt_state=_like_params(abstract["opt_state"], ps, mesh), ema_params=ps,
-              step=replicated, rng=replicated, skipped=replicated)
+def make_train_step(setup: "Setup") -> Callable:
+  """jitted `(state, batch, frozen) -> (state, metrics)`; the state is donated.
 
-
-def create_train_state(model_cfg: ModelConfig, optim_cfg: Any, mesh, rules, seed: int):
-  """(graphdef, state) with every array created directly in its shard (a jitted init with out-shardings;
-  nothing is materialised whole on one device)."""
-  tx = optim.make_optimizer(optim_cfg)
-  graphdef, _ = abstract_model(model_cfg)
-  shardings = state_shardings(model_cfg, optim_cfg, mesh, rules)
-  init = jax.jit(_init_fn(model_cfg, tx), out_shardings=shardings)
-  with parallel.sharding_context(mesh, rules):
-    state = init(_raw_key(seed))
-  return graphdef, state
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Train step.
-# ----------------------------------------------------------------------------------------------------------
-# The task order of docs/interfaces.md; `vbanana.tasks.TASKS` is the source when it is importable.
-_DOCUMENTED_TASKS = ("generation", "editing", "depth", "normals", "semantic", "instance", "referring")
-
-
-def task_names(num_tasks: int) -> tuple[str, ...]:
-  try:
-    from vbanana.tasks import TASKS  # pylint: disable=g-import-not-at-top
-  except (ImportError, AttributeError):
-    TASKS = _DOCUMENTED_TASKS  # pylint: disable=invalid-name
-  if len(TASKS) == num_tasks:
-    return tuple(TASKS)
-  return tuple(f"task{i}" for i in range(num_tasks))
-
-
-def make_train_step(graphdef, model_cfg: ModelConfig, flow_cfg: Any, optim_cfg: Any, mesh, rules,
-                    num_tasks: int | None = None) -> Callable:
-  """jitted `(state, batch) -> (state, metrics)`; the state is donated.
-
-  Inside: uint8 images -> [-1, 1], condition dropout, flow-matching loss, gradients, clipping, AdamW, EMA
-  (with the usual warm-up: decay = min(ema_decay, (1 + n) / (10 + n)) after n updates). A step whose loss or
-  gradient norm is not finite changes nothing but `step` and `skipped`.
-  Metrics (replicated scalars): loss, grad_norm, lr, nonfinite, and per task `loss/<task>` (mean over the
-  batch's examples of that task, NaN when it has none) and `count/<task>`.
+  Inside: the family encodes the images and the instruction, condition dropout, flow-matching loss,
+  gradients, clipping, AdamW, EMA (with the usual warm-up: decay = min(ema_decay, (1 + n) / (10 + n)) after n
+  updates). A step whose loss or gradient norm is not finite changes nothing but `step` and `skipped`.
+  Metrics (replicated scalars): loss, grad_norm, lr, nonfinite, per task `loss/<task>` (mean over the
+  batch's examples of that task, NaN when it has none) and `count/<task>`, and `data/skipped_records` when
+  the batch carries the pipeline's per-row `skipped` counts.
   """
-  fcfg, ocfg = flow.FlowConfig.create(flow_cfg), optim.OptimConfig.create(optim_cfg)
+  family, fcfg, ocfg = setup.family, setup.flow_cfg, setup.optim_cfg
   tx, lr_fn = optim.make_optimizer(ocfg), optim.learning_rate(ocfg)
-  names = task_names(7 if num_tasks is None else num_tasks)
-  shardings = state_shardings(model_cfg, ocfg, mesh, rules)
+  names = tasks.TASKS
 
-  def train_step(state, batch):
-    with parallel.sharding_context(mesh, rules):
+  def train_step(state, batch, frozen):
+    with parallel.sharding_context(setup.mesh, setup.rules):
       rng, step_rng = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+      cond = family.condition(frozen, batch)
 
       def loss_fn(params):
-        model = nnx.merge(graphdef, params)
-        return flow.loss(model, batch, step_rng, fcfg, weights=batch.get("weight"))
+        x0 = family.encode_images(frozen, batch["target"])
+        inputs = family.encode_images(frozen, batch["inputs"])
+        shape_fcfg = family.train_flow(setup.model_cfg, fcfg, x0.shape[1:])  # klein: shifted by the image size
+        return flow.loss(network(setup, params, frozen), x0, inputs, batch["input_mask"], cond, step_rng,
+                         shape_fcfg, null_cond=family.null_condition(frozen, cond), weights=batch.get("weight"))
 
       (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-      grad_norm = optax_global_norm(grads)
+      grad_norm = global_norm(grads)
       updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
       params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), state["params"], updates)
       applied = state["step"] - state["skipped"]  # updates applied so far
@@ -175,43 +107,38 @@ def make_train_step(graphdef, model_cfg: ModelConfig, flow_cfg: Any, optim_cfg: 
       for i, name in enumerate(names):
         metrics[f"loss/{name}"] = per_task[i]
         metrics[f"count/{name}"] = counts[i]
+      if "skipped" in batch:  # records the input pipeline replaced to make this batch (every worker, process)
+        metrics["data/skipped_records"] = jnp.sum(batch["skipped"]).astype(jnp.float32)
     return new_state, metrics
 
-  replicated = NamedSharding(mesh, PartitionSpec())
-  return jax.jit(train_step, in_shardings=(shardings, parallel.batch_sharding(mesh, rules)),
-                 out_shardings=(shardings, replicated), donate_argnums=0)
+  replicated = NamedSharding(setup.mesh, PartitionSpec())
+  return jax.jit(train_step, in_shardings=(setup.state_shardings, setup.batch_sharding, None),
+                 out_shardings=(setup.state_shardings, replicated), donate_argnums=0)
 
 
-def optax_global_norm(tree) -> jax.Array:
+def global_norm(tree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Sampling.
-# ----------------------------------------------------------------------------------------------------------
-def make_sample_fn(graphdef, model_cfg: ModelConfig, mesh, rules, *, steps: int, method: str = "euler",
-                   text_scale: float = 1.0, image_scale: float = 1.0, prediction: str = "v") -> Callable:
-  """jitted `(params, noise, text, inputs, input_mask, text_embeddings=None) -> x_0` float (B, H, W, C):
-  the whole sampling loop is one program; params stay sharded on the mesh, the batch is split over the
-  batch axes. `inputs` may be uint8 or float in [-1, 1]. `prediction` is config.flow.prediction, what the
-  network was trained to output ('v' or 'x')."""
-  flow.check_prediction(prediction)
-  ps = param_shardings(model_cfg, mesh, rules)
-  data = parallel.batch_sharding(mesh, rules)
+def make_sample_fn(setup: "Setup", *, steps: int, method: str = "euler", text_scale: float = 1.0,
+                   image_scale: float = 1.0) -> Callable:
+  """jitted `(params, frozen, noise, batch) -> images` float (B, H, W, 3) in about [-1, 1] (unclipped): the
+  whole sampling loop is one program; params stay sharded on the mesh, the batch is split over the batch
+  axes. `noise` has the family's denoised shape (`denoised_shape`); `batch` holds text, inputs (uint8 or
+  float in [-1, 1]), input_mask and, when the data has them, text_embeddings. The network's output kind is
+  the setup's config.flow.prediction."""
+  flow.check_prediction(setup.flow_cfg.prediction)
+  family = setup.family
 
-  def sample(params, noise, text, inputs, input_mask, text_embeddings=None):
-    with parallel.sharding_context(mesh, rules):
-      model = nnx.merge(graphdef, params)
-      return flow.sample(model, noise, text, flow.to_float(inputs), input_mask, steps=steps, method=method,
-                         text_scale=text_scale, image_scale=image_scale, text_embeddings=text_embeddings,
-                         prediction=prediction)
+  def sample(params, frozen, noise, batch):
+    with parallel.sharding_context(setup.mesh, setup.rules):
+      cond = family.condition(frozen, batch)
+      x0 = flow.sample(network(setup, params, frozen), noise, cond, family.encode_images(frozen, batch["inputs"]),
+                       batch["input_mask"], steps=steps, method=method, text_scale=text_scale,
+                       image_scale=image_scale, null_cond=family.null_condition(frozen, cond),
+                       prediction=setup.flow_cfg.prediction,
+                       times=family.sample_times(setup.model_cfg, steps, noise.shape[1:]))
+      return family.decode_images(frozen, x0)
 
-  jitted = jax.jit(sample, in_shardings=(ps, data, data, data, data, data), out_shardings=data)
-
-  def sample_fn(params, noise, text, inputs, input_mask, text_embeddings=None):
-    return jitted(params, noise, text, inputs, input_mask, text_embeddings)
-  return sample_fn
-
-
-def num_params(state: dict) -> int:
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
+  data = setup.batch_sharding
+  return jax.jit(sample, in_shardings=(setup.param_shardings, None, data, data), out_shardings=data)

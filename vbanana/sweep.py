@@ -18,9 +18,13 @@ from absl import flags
 from vbanana import config_lib
 from vbanana import procs
 
-_CONFIG = flags.DEFINE_string("config", None, "configs/NAME.py[:ARGS] that defines sweep().")
-_ROOT = flags.DEFINE_string("workdir_root", None, "Each run writes to <workdir_root>/<run name>.")
-_PRINT = flags.DEFINE_bool("print", False, "Print the commands instead of running them.")
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+  flags.DEFINE_string("config", None, "configs/NAME.py[:ARGS] that defines sweep().", required=True,
+                      flag_values=fv)
+  flags.DEFINE_string("workdir_root", None, "Each run writes to <workdir_root>/<run name>.", required=True,
+                      flag_values=fv)
+  flags.DEFINE_bool("print", False, "Print the commands instead of running them.", flag_values=fv)
 
 
 def run_name(overrides: dict) -> str:
@@ -48,9 +52,10 @@ def commands(config_spec: str, workdir_root: str) -> list[list[str]]:
 
 def main(argv):
   del argv
-  argvs = commands(_CONFIG.value, _ROOT.value)
+  f = flags.FLAGS
+  argvs = commands(f.config, f.workdir_root)
   for i, cmd in enumerate(argvs):
-    if _PRINT.value:
+    if f.print:
       print(shlex.join(cmd))
       continue
     print(f"[sweep {i + 1}/{len(argvs)}] {shlex.join(cmd)}", flush=True)
@@ -58,5 +63,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir_root"])
+  define_flags()
   app.run(main)

@@ -26,48 +26,51 @@ import time
 from absl import app
 from absl import flags
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Where the dataset is written (local or gs://).", required=True)
-_RESOLUTION = flags.DEFINE_integer("resolution", None, "Image side in pixels (the config's data.resolution).",
-                                   required=True)
-_SHAPES = flags.DEFINE_list("shapes", [], "Non-square cameras: HxW pixel shapes the records cycle through "
-                           "(e.g. 28x36,36x28,32x32; the config's data.shapes); empty: resolution x resolution.")
-_NUM_TRAIN = flags.DEFINE_integer("num_train", 2048, "Training scenes.")
-_NUM_VALIDATION = flags.DEFINE_integer("num_validation", 128, "Validation scenes.")
-_NUM_TEST = flags.DEFINE_integer("num_test", 128, "Test scenes.")
-_SEED = flags.DEFINE_integer("seed", 0, "Dataset seed (the config's source seed).")
-_SUPERSAMPLE = flags.DEFINE_integer("supersample", 2, "RGB rays per pixel side.")
-_NUM_WORKERS = flags.DEFINE_integer("num_workers", os.cpu_count() or 1,
-                                    "Local render processes (without --beam_pipeline_options).")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", None,
-                                   "Files per split (default: TFDS's choice, files of 64 MiB to 1 GiB).")
-_BEAM_OPTIONS = flags.DEFINE_string(
-    "beam_pipeline_options", "",
-    "Build on Apache Beam with these pipeline options, e.g. runner=DirectRunner or "
-    "runner=DataflowRunner,project=P,region=R,temp_location=gs://B/tmp,...; empty: local processes.")
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+  d = dict(flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "Where the dataset is written (local or gs://).", required=True, **d)
+  flags.DEFINE_integer("resolution", None, "Image side in pixels (the config's data.resolution).", required=True,
+                       **d)
+  flags.DEFINE_list("shapes", [], "Non-square cameras: HxW pixel shapes the records cycle through (e.g. "
+                    "28x36,36x28,32x32; the config's data.shapes); empty: resolution x resolution.", **d)
+  flags.DEFINE_integer("num_train", 2048, "Training scenes.", **d)
+  flags.DEFINE_integer("num_validation", 128, "Validation scenes.", **d)
+  flags.DEFINE_integer("num_test", 128, "Test scenes.", **d)
+  flags.DEFINE_integer("seed", 0, "Dataset seed (the config's source seed).", **d)
+  flags.DEFINE_integer("supersample", 2, "RGB rays per pixel side.", **d)
+  flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Local render processes (without "
+                       "--beam_pipeline_options).", **d)
+  flags.DEFINE_integer("num_shards", None, "Files per split (default: TFDS's choice, files of 64 MiB to 1 GiB).",
+                       **d)
+  flags.DEFINE_string("beam_pipeline_options", "", "Build on Apache Beam with these pipeline options, e.g. "
+                      "runner=DirectRunner or runner=DataflowRunner,project=P,region=R,temp_location=gs://B/tmp,"
+                      "...; empty: local processes.", **d)
 
 
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from vbanana.data import scenes_tfds  # pylint: disable=g-import-not-at-top
-  resolution = scenes_tfds.check_resolution(_RESOLUTION.value, "--resolution")
+  f = flags.FLAGS
+  resolution = scenes_tfds.check_resolution(f.resolution, "--resolution")
   try:
-    shapes = scenes_tfds.check_shapes([tuple(int(v) for v in s.lower().split("x")) for s in _SHAPES.value],
+    shapes = scenes_tfds.check_shapes([tuple(int(v) for v in s.lower().split("x")) for s in f.shapes],
                                       "--shapes")
   except ValueError as e:
     raise app.UsageError(f"--shapes: expected HxW pairs such as 28x36,36x28 ({e})") from None
-  for flag in (_NUM_TRAIN, _NUM_VALIDATION, _NUM_TEST):
-    if flag.value < 0:
-      raise app.UsageError(f"--{flag.name} must be >= 0, got {flag.value}")
-  if _NUM_WORKERS.value < 1:
-    raise app.UsageError(f"--num_workers must be >= 1, got {_NUM_WORKERS.value}")
-  if _NUM_SHARDS.value is not None and _NUM_SHARDS.value < 1:
-    raise app.UsageError(f"--num_shards must be >= 1, got {_NUM_SHARDS.value}")
-  total = _NUM_TRAIN.value + _NUM_VALIDATION.value + _NUM_TEST.value
+  for name in ("num_train", "num_validation", "num_test"):
+    if f[name].value < 0:
+      raise app.UsageError(f"--{name} must be >= 0, got {f[name].value}")
+  if f.num_workers < 1:
+    raise app.UsageError(f"--num_workers must be >= 1, got {f.num_workers}")
+  if f.num_shards is not None and f.num_shards < 1:
+    raise app.UsageError(f"--num_shards must be >= 1, got {f.num_shards}")
+  total = f.num_train + f.num_validation + f.num_test
   start = time.perf_counter()
-  path = scenes_tfds.build(_DATA_DIR.value, resolution, _NUM_TRAIN.value, _NUM_VALIDATION.value, _NUM_TEST.value,
-                           seed=_SEED.value, supersample=_SUPERSAMPLE.value, num_workers=_NUM_WORKERS.value,
-                           beam_options=_BEAM_OPTIONS.value or None, num_shards=_NUM_SHARDS.value, shapes=shapes)
+  path = scenes_tfds.build(f.data_dir, resolution, f.num_train, f.num_validation, f.num_test,
+                           seed=f.seed, supersample=f.supersample, num_workers=f.num_workers,
+                           beam_options=f.beam_pipeline_options or None, num_shards=f.num_shards, shapes=shapes)
   seconds = time.perf_counter() - start
   where = ", ".join(f"{h}x{w}" for h, w in shapes) if shapes else f"{resolution}x{resolution}"
   print(f"{path}: {total} scenes at {where} in {seconds:.1f} s ({total / seconds:.1f} scenes/s; "
@@ -75,4 +78,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -128,8 +128,9 @@ def component_seed(seed: int, name: str) -> int:
   return zlib.crc32(f"{seed}/{name}".encode()) & 0x7FFFFFFF
 
 
-QUICKSTART_WEIGHTS = dict(generation=0.85, editing=0.05, depth=0.03, normals=0.03, semantic=0.02,
-                          instance=0.01, referring=0.01)
+# The quickstart's mixture (configs/quickstart.py trains on it; the data benchmark measures it).
+QUICKSTART_WEIGHTS = dict(generation=0.3, editing=0.15, depth=0.11, normals=0.11, semantic=0.11, instance=0.11,
+                          referring=0.11)
 
 
 def scenes_data_config(data_dir: str, resolution: int = 32, global_batch: int = 32, text_length: int = 224,
@@ -182,10 +183,6 @@ def to_arrays(example, task_ids: Mapping[str, int], shape, text_length: int,
 # ----------------------------------------------------------------------------------------------------------
 # Broken records: skipped and counted, or fatal in strict mode.
 
-SKIPPED: collections.Counter = collections.Counter()  # component -> records skipped (this process)
-SEEN: collections.Counter = collections.Counter()  # component -> records read (this process)
-
-
 class _Reader:
   """Reads record i of a source; a failure becomes an Exception value instead of killing the stream."""
 
@@ -227,12 +224,16 @@ class Preprocess:
     self.crop_scale = tuple(aug.get("crop_scale", (1.0, 1.0)))
     self.flip = bool(aug.get("flip", True))
     self.train = train
+    # Records this object read and skipped (in the process or Grain worker that holds this copy): the stall
+    # check's counts. Training rows also carry how many records were skipped to make them (`Examples`), so
+    # the trainer reports the skips of every worker and process as a metric.
+    self.seen = self.skipped = 0
 
   def example(self, sample, rng: np.random.Generator):
     """Sample (or the Exception reading it) -> (TaskExample, arrays); None when skipped."""
     from vbanana import tasks
 
-    SEEN[self.component] += 1
+    self.seen += 1
     try:
       if isinstance(sample, Exception):
         raise sample
@@ -265,13 +266,12 @@ class Preprocess:
     message = f"data component '{self.component}' (task {self.task}): {type(error).__name__}: {error}"
     if self.strict:
       raise RuntimeError(f"data.strict=True: {message}") from error
-    SKIPPED[self.component] += 1
+    self.skipped += 1
     logging.warning("Skipping record %s of %s [%d of %d records skipped so far in this process]",
-                    key, message, SKIPPED[self.component], SEEN[self.component])
-    if (SEEN[self.component] >= _STALL_MIN_RECORDS
-        and SKIPPED[self.component] > _STALL_MAX_FRACTION * SEEN[self.component]):
+                    key, message, self.skipped, self.seen)
+    if self.seen >= _STALL_MIN_RECORDS and self.skipped > _STALL_MAX_FRACTION * self.seen:
       raise RuntimeError(
-          f"data component '{self.component}': {SKIPPED[self.component]} of {SEEN[self.component]} records "
+          f"data component '{self.component}': {self.skipped} of {self.seen} records "
           f"skipped; the source cannot feed task '{self.task}' (last: {message})")
 
   def __call__(self, sample, rng: np.random.Generator):
@@ -299,7 +299,8 @@ class Examples(grain.MapDataset):
 
   A record that cannot make an example (counted and logged by Preprocess) is replaced by position
   j + epoch, j + 2 * epoch, ... (the same slot of later epochs, other records since every epoch is shuffled
-  anew), so every position yields an example and the stream stays a function of the position alone.
+  anew), so every position yields an example and the stream stays a function of the position alone. Each
+  row's `skipped` is how many records were replaced to make it (the trainer's `data/skipped_records`).
   """
 
   def __init__(self, records: grain.MapDataset, preprocess: "Preprocess", epoch: int, seed: int):
@@ -316,7 +317,7 @@ class Examples(grain.MapDataset):
       position = index + attempt * self._epoch
       result = self._preprocess(self._parent[position], np.random.default_rng([self._seed, position]))
       if result is not None:
-        return result
+        return {**result, "skipped": np.int32(attempt)}  # records skipped to make this row
     raise RuntimeError(f"data component '{self._preprocess.component}': {_MAX_REPLACEMENTS} records in a "
                        f"row could not make a '{self._preprocess.task}' example (position {index})")
 

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 from typing import Iterator
 
+from absl import logging
 from etils import epath
 import numpy as np
 from PIL import Image
@@ -51,6 +52,14 @@ class VbananaScenes(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [ScenesConfig(name=f"r{r}", resolution=r, description=f"{r}x{r} pixels")
                      for r in RESOLUTIONS]
+
+  # TFDS prints "Downloading and preparing dataset Unknown size ..." and "... downloaded and prepared" for
+  # every build: nothing is downloaded here. The build's caller says what it builds (vbanana.data.sources).
+  def _log_download_bytes(self) -> None:
+    logging.info("Building %s in %s", self.name, self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.info("Built %s in %s", self.name, self.data_dir)
 
   @tfds.core.utils.classproperty
   @classmethod

@@ -10,6 +10,8 @@ strict mode, fails on) the samples it rejects.
 
 from __future__ import annotations
 
+import logging as std_logging
+import time
 from typing import Any, Mapping
 
 import numpy as np
@@ -20,6 +22,17 @@ from vbanana.data.adapters import IGNORE_LABEL, BadRecordError
 from vbanana.data.folder import FolderSource
 
 KINDS = ("scenes", "tfds", "folder")
+
+
+class _PilDecoding(std_logging.Filter):
+  """TFDS warns, in every process that decodes an image, that OpenCV is not installed and that it decodes
+  with PIL: vbanana decodes with PIL on purpose (no OpenCV dependency), so that warning is dropped."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("OpenCV is not installed")
+
+
+std_logging.getLogger("absl").addFilter(_PilDecoding())
 SCENES_DEFAULTS = dict(resolution=32, num_train=2048, num_validation=128, num_test=128, seed=0,
                        build_workers=1, shapes=())
 
@@ -106,10 +119,13 @@ def _scenes_source(spec, split: str):
           f"build inside the trainer ({pixels:.2g} pixels > {INLINE_BUILD_MAX_PIXELS:.2g} per build worker); "
           f"build it first: {command}")
     if jax.process_index() == 0:
-      logging.warning("No scenes dataset in %s: building it once (%d train / %d validation / %d test scenes at "
-                      "%s); later runs reuse it.", data_dir, *sizes, where)
+      from vbanana import console  # pylint: disable=g-import-not-at-top
+      console.say(f"Building the scenes dataset once in {data_dir}: {sizes[0]} train / {sizes[1]} validation / "
+                  f"{sizes[2]} test scenes at {where} (later runs reuse it)")
+      start = time.perf_counter()
       scenes_tfds.build(data_dir, resolution, *sizes, seed=options["seed"], num_workers=options["build_workers"],
                         shapes=shapes)
+      console.say(f"Built the scenes dataset in {time.perf_counter() - start:.0f} s")
   if jax.process_count() > 1:  # every process passes here once per call, built or not: the counts agree
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(f"vbanana scenes {path} {split}")

@@ -18,13 +18,14 @@ normals mean angle, semantic mIoU. Writes OUT/results.md and OUT/results.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import sys
 import time
 
+from absl import app
+from absl import flags
 import numpy as np
 
 ARMS = {"square": "", "mixed": "3:4+1:1+4:3"}
@@ -86,15 +87,16 @@ def table(results: dict) -> str:
   return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m vbanana.experiments.aspect", description=__doc__.split("\n")[0])
-  parser.add_argument("--out", required=True)
-  parser.add_argument("--steps", type=int, default=2000, help="training steps per arm")
-  parser.add_argument("--num_test", type=int, default=64, help="non-square test scenes")
-  args = parser.parse_args(argv)
-  from absl import flags  # pylint: disable=g-import-not-at-top
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+  flags.DEFINE_string("out", None, "output folder", required=True, flag_values=fv)
+  flags.DEFINE_integer("steps", 2000, "training steps per arm", flag_values=fv)
+  flags.DEFINE_integer("num_test", 64, "non-square test scenes", flag_values=fv)
+
+
+def main(argv) -> int:
+  del argv
   from vbanana import train  # pylint: disable=g-import-not-at-top
-  flags.FLAGS(sys.argv[:1])  # Grain's worker processes read absl flags (their defaults)
+  args = flags.FLAGS
   start = time.time()
   os.makedirs(args.out, exist_ok=True)
   seconds = {}
@@ -128,4 +130,5 @@ def write_report(out: str, record: dict) -> str:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  app.run(lambda argv: sys.exit(main(argv)))

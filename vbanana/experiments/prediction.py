@@ -24,7 +24,6 @@ project's 2-core CPU an arm trains at about 1.3 steps/s alone (about 8 minutes w
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -32,6 +31,9 @@ import os
 import platform
 import sys
 import time
+
+from absl import app
+from absl import flags
 
 from vbanana.experiments import recipe
 
@@ -153,22 +155,26 @@ def verdict(results: dict[tuple[int, str], dict], patch_dim: int) -> str:
           f"-> {winner}; " + "; ".join(parts))
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m vbanana.experiments.prediction",
-                                   description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", required=True, help="output folder (data, runs, results.md)")
-  parser.add_argument("--points", default="768", help=f"patch dimensions, comma-separated, of {sorted(POINTS)}")
-  parser.add_argument("--override", action="append", default=[], help="budget field=value, e.g. steps=20")
-  args = parser.parse_args(argv)
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+  flags.DEFINE_string("out", None, "output folder (data, runs, results.md)", required=True, flag_values=fv)
+  flags.DEFINE_list("points", ["768"], f"patch dimensions, comma-separated, of {sorted(POINTS)}", flag_values=fv)
+  flags.DEFINE_multi_string("override", [], "budget field=value, e.g. --override=steps=20; repeatable",
+                            flag_values=fv)
+
+
+def main(argv) -> int:
+  del argv
+  args = flags.FLAGS
   budget = Budget()
   for item in args.override:
     key, _, value = item.partition("=")
     if key not in Budget.__dataclass_fields__:
-      parser.error(f"--override: unknown budget field '{key}' (fields: {', '.join(Budget.__dataclass_fields__)})")
+      raise app.UsageError(f"--override: unknown budget field '{key}' (fields: "
+                           f"{', '.join(Budget.__dataclass_fields__)})")
     budget = dataclasses.replace(budget, **{key: type(getattr(budget, key))(value)})
-  points = [int(p) for p in args.points.split(",")]
+  points = [int(p) for p in args.points]
   if any(p not in POINTS for p in points):
-    parser.error(f"--points: expected patch dimensions from {sorted(POINTS)}, got {args.points}")
+    raise app.UsageError(f"--points: expected patch dimensions from {sorted(POINTS)}, got {args.points}")
   out = os.path.abspath(args.out)  # Orbax wants absolute checkpoint paths
   os.makedirs(out, exist_ok=True)
   import jax  # pylint: disable=g-import-not-at-top
@@ -181,7 +187,7 @@ def main(argv=None) -> int:
       results[p, pred] = run_arm(pred, p, budget, out)
       print(f"[prediction] patch dim {p}, {pred}-prediction: {results[p, pred]['seconds']:.0f}s, "
             f"{results[p, pred]['scalars']}", flush=True)
-  command = "python -m vbanana.experiments.prediction " + " ".join(sys.argv[1:] if argv is None else argv)
+  command = "python -m vbanana.experiments.prediction " + " ".join(sys.argv[1:])
   lines = ["# v- vs x-prediction at large patch dimensions", "", f"Command: `{command}`  ",
            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; jax {jax.__version__}  ",
            f"Budget: {dataclasses.asdict(budget)}", "", table(results), ""]
@@ -196,4 +202,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  app.run(lambda argv: sys.exit(main(argv)))

@@ -29,13 +29,15 @@ steps `small` learned the semantic palette code that `tiny` did not (quickstart 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
 import sys
 import time
+
+from absl import app
+from absl import flags
 
 VISION_TASKS = ("depth", "normals", "semantic", "instance", "referring")
 STAGES = ("pretrain", "instruct", "scratch")
@@ -419,8 +421,13 @@ def train_run(run: Run, budget: Budget, out: str) -> dict[str, float]:
   workdir = os.path.join(out, "runs", run.name)
 
   def compute():
+    import jax  # pylint: disable=g-import-not-at-top
     config = run_config(run, budget, out)
-    train.train_and_evaluate(config, workdir, final_eval=True)
+    state = train.train_and_evaluate(config, workdir, final_eval=True)
+    step = int(jax.device_get(state["step"]))
+    if step < config.train.steps:  # stopped by a signal after a checkpoint: cache nothing, resume next time
+      raise SystemExit(f"[recipe] {run.name} stopped at step {step} of {config.train.steps}; the same command "
+                       "resumes it")
     return final_eval_scalars(workdir, set(config.evals))
 
   return _cached(os.path.join(workdir, "recipe_metrics.json"), compute)
@@ -429,18 +436,10 @@ def train_run(run: Run, budget: Budget, out: str) -> dict[str, float]:
 def evaluate_workdir(config, workdir: str) -> dict[str, float]:
   """Runs config.evals on the EMA params of the workdir's latest checkpoint (what `evaluate.follow` does
   for each checkpoint, once, without following)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from vbanana import checkpoint, evaluate, parallel  # pylint: disable=g-import-not-at-top
-  from vbanana import step as step_lib  # pylint: disable=g-import-not-at-top
-  mesh = parallel.make_mesh(config.mesh.to_dict())
-  rules = tuple(tuple(r) for r in config.sharding_rules)
-  model_cfg = evaluate.model_config(config)
-  graphdef, abstract_params = step_lib.abstract_model(model_cfg)
-  shardings = step_lib.param_shardings(model_cfg, mesh, rules)
-  abstract = jax.tree.map(lambda s, x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shardings,
-                          abstract_params.to_pure_dict())
-  params = checkpoint.load_params(workdir, abstract)
-  evaluators = evaluate.build_evaluators(config, mesh, rules, graphdef)
+  from vbanana import checkpoint, evaluate, setup as setup_lib  # pylint: disable=g-import-not-at-top
+  setup = setup_lib.create(config)
+  params = checkpoint.load_params(workdir, setup.abstract_params)
+  evaluators = evaluate.build_evaluators(setup)
   scalars, _ = evaluate.run_evaluators(evaluators, params, int(config.train.steps))
   return scalars
 
@@ -459,19 +458,22 @@ def sweep_sampler_steps(budget: Budget, out: str) -> dict[int, dict[str, float]]
   return result
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m vbanana.experiments.recipe",
-                                   description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", required=True, help="output folder (data, runs, results.md, plots)")
-  parser.add_argument("--budget", default="quick", choices=sorted(BUDGETS))
-  parser.add_argument("--override", action="append", default=[],
-                      help="budget field=value, e.g. --override steps=5 (to shrink a run further)")
-  args = parser.parse_args(argv)
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+  flags.DEFINE_string("out", None, "output folder (data, runs, results.md, plots)", required=True, flag_values=fv)
+  flags.DEFINE_enum("budget", "quick", sorted(BUDGETS), "the experiment's size", flag_values=fv)
+  flags.DEFINE_multi_string("override", [], "budget field=value, e.g. --override=steps=5 (to shrink a run "
+                            "further); repeatable", flag_values=fv)
+
+
+def main(argv) -> int:
+  del argv
+  args = flags.FLAGS
   budget = BUDGETS[args.budget]
   for item in args.override:
     key, _, value = item.partition("=")
     if key not in Budget.__dataclass_fields__:
-      parser.error(f"--override: unknown budget field '{key}' (fields: {', '.join(Budget.__dataclass_fields__)})")
+      raise app.UsageError(f"--override: unknown budget field '{key}' (fields: "
+                           f"{', '.join(Budget.__dataclass_fields__)})")
     current = getattr(budget, key)
     parsed = tuple(int(v) for v in value.split(",")) if isinstance(current, tuple) else type(current)(value)
     budget = dataclasses.replace(budget, **{key: parsed})
@@ -505,11 +507,12 @@ def main(argv=None) -> int:
   sweep = timed("sampler_steps_sweep", last_sweep, lambda: sweep_sampler_steps(budget, args.out))
   claims = {"pretraining": judge_pretraining(results), "generation": judge_generation_kept(results),
             "low_share": judge_low_share(results)}
-  command = "python -m vbanana.experiments.recipe " + " ".join(sys.argv[1:] if argv is None else argv)
+  command = "python -m vbanana.experiments.recipe " + " ".join(sys.argv[1:])
   print(write_report(args.out, args.budget, budget, results, sweep, claims, timings, command))
   write_plots(args.out, results, sweep, losses)
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  app.run(lambda argv: sys.exit(main(argv)))

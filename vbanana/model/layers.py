@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from vbanana import parallel
@@ -69,16 +70,36 @@ def layer_norm(x, eps: float = 1e-6):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Rotary positions. `positions` is (S, P): P = 1 for text (1D), P = 2 for images (row, col). The head dim is
-# split in P equal parts, each rotated by one coordinate, so image tokens see relative 2D offsets.
+# Rotary positions. `positions` is (S, P): P = 1 for text (1D), P = 2 for images (row, col), 4 for FLUX.2's
+# (time, row, col, text index). The head dim is split in P parts (equal by default, or `axes_dims`), each
+# rotated by one coordinate, so tokens see relative offsets along every axis.
 # ----------------------------------------------------------------------------------------------------------
-def rope_angles(positions: jax.Array, head_dim: int, theta: float = 10000.0) -> jax.Array:
-  """Angles (S, head_dim // 2) for integer/float positions (S, P)."""
+def rope_angles(positions, head_dim: int | None = None, theta: float | Sequence[float] = 10000.0, *,
+                axes_dims: Sequence[int] | None = None):
+  """Angles (S, sum(axes_dims) // 2) for integer/float positions (S, P): axis a's pairs rotate by
+  positions[:, a] * theta_a ** (-2j / axes_dims[a]). `axes_dims` defaults to head_dim split equally over the
+  P axes; `theta` is one base for all axes or one per axis.
+
+  A NumPy `positions` array gives a NumPy table computed on the host in float64 and wrapped into
+  [-pi, pi), so its float32 cosines match float64 ones also at large positions (a 512-token text: float32
+  products lose 3e-5 there); a JAX array gives float32 angles computed in the program."""
   num_axes = positions.shape[-1]
-  part = head_dim // num_axes  # channels per coordinate; pairs = part // 2
-  freqs = 1.0 / theta ** (jnp.arange(0, part, 2, dtype=jnp.float32) / part)
-  angles = positions[..., :, None].astype(jnp.float32) * freqs  # (S, P, part // 2)
-  return angles.reshape(*positions.shape[:-1], num_axes * (part // 2))
+  if axes_dims is None:
+    axes_dims = (head_dim // num_axes,) * num_axes
+  thetas = tuple(theta) if isinstance(theta, Sequence) else (theta,) * num_axes
+  if len(axes_dims) != num_axes or len(thetas) != num_axes:
+    raise ValueError(f"rope_angles: positions have {num_axes} axes, axes_dims={tuple(axes_dims)} and "
+                     f"theta={theta} do not give one per axis")
+  host = isinstance(positions, np.ndarray)
+  xp, ftype = (np, np.float64) if host else (jnp, jnp.float32)
+  parts = []
+  for a, (dim, base) in enumerate(zip(axes_dims, thetas)):
+    freqs = 1.0 / base ** (xp.arange(0, dim, 2, dtype=ftype) / dim)
+    parts.append(positions[..., a:a + 1].astype(ftype) * freqs)
+  angles = xp.concatenate(parts, axis=-1)
+  if host:
+    angles = (np.remainder(angles + np.pi, 2 * np.pi) - np.pi).astype(np.float32)
+  return angles
 
 
 def apply_rope(x: jax.Array, angles: jax.Array) -> jax.Array:
@@ -93,7 +114,8 @@ def apply_rope(x: jax.Array, angles: jax.Array) -> jax.Array:
 # Attention and MLP.
 # ----------------------------------------------------------------------------------------------------------
 def attention(q, k, v, mask):
-  """Softmax attention of q, k, v (B, N, S, D) (heads first) over the keys that exist (mask bool (B, S)).
+  """Softmax attention of q, k, v (B, N, S, D) (heads first) over the keys that exist (mask bool (B, S);
+  None: every key, as FLUX.2 attends).
 
   Written out rather than `jax.nn.dot_product_attention(implementation='xla')`, for XLA:CPU: heads first,
   so both products are plain batched matmuls over (B, N) with no transposes of the (B, N, S, S) scores;
@@ -103,27 +125,54 @@ def attention(q, k, v, mask):
   The same function up to float rounding.
   """
   scale = q.shape[-1] ** -0.5
-  bias = jnp.where(mask, 0.0, -0.7 * jnp.finfo(jnp.float32).max)[:, None, None, :]  # as jax.nn's mask
-  logits = jnp.einsum("bnqd,bnkd->bnqk", q * jnp.asarray(scale, q.dtype), k,
-                      preferred_element_type=jnp.float32) + bias
+  logits = jnp.einsum("bnqd,bnkd->bnqk", q * jnp.asarray(scale, q.dtype), k, preferred_element_type=jnp.float32)
+  if mask is not None:
+    logits = logits + jnp.where(mask, 0.0, -0.7 * jnp.finfo(jnp.float32).max)[:, None, None, :]  # as jax.nn's
   # Subtracting the row maximum keeps exp in range; it cancels in the ratio, so it carries no gradient.
   weights = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
   out = jnp.einsum("bnqk,bnkd->bnqd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
   return (out / jnp.sum(weights, axis=-1, keepdims=True)).astype(v.dtype)
 
 
-def resolve_attention(implementation: str | None, dtype=None) -> str:
-  """The attention kernel to trace: the config's, or by the platform the program is built for (the active
-  mesh's devices, so an ahead-of-time compile for a TPU or GPU picks its kernel on a CPU machine): the
-  written-out one on CPU ('xla'), splash on TPU, cuDNN's fused kernel on a GPU for bf16/fp16 activations (the
-  only dtypes it takes; `dtype` is theirs), jax.nn's own choice elsewhere ('jax'). So one config names no
-  kernel and runs on all three."""
+def resolve_attention(implementation: str | None, dtype=None, platform: str | None = None) -> str:
+  """The attention kernel to trace: the config's, or by the platform the program is built for (`platform`:
+  vbanana.setup passes its mesh's, so an ahead-of-time compile for a TPU or GPU picks that kernel on a CPU
+  machine; default: this process's backend): the written-out one on CPU ('xla'), splash on TPU, cuDNN's
+  fused kernel on a GPU for bf16/fp16 activations (the only dtypes it takes; `dtype` is theirs), jax.nn's
+  own choice elsewhere ('jax'). So one config names no kernel and runs on all three."""
   if implementation is not None:
     return implementation
-  platform = parallel.current_platform()
+  platform = platform or jax.default_backend()
   if platform in ("gpu", "cuda"):
     return "cudnn" if dtype is not None and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) else "jax"
   return {"cpu": "xla", "tpu": "splash"}.get(platform, "jax")
+
+
+def multi_head_attention(q, k, v, mask=None, implementation: str | None = None):
+  """Softmax attention of q, k, v (B, S, N, D) (heads last) -> (B, S, N, D) through the kernel
+  `resolve_attention` picks; mask bool (B, S) of the keys that exist, or None for all of them."""
+  implementation = resolve_attention(implementation, q.dtype)
+  heads_last = ("act_batch", "act_seq", "act_heads", "act_head_dim")
+  if implementation == "splash":
+    from vbanana.model import splash  # pylint: disable=g-import-not-at-top  (Pallas: imported when used)
+    if mask is None:  # the kernel pads the sequence to its block size with absent keys: it needs a mask
+      mask = jnp.ones(q.shape[:2], bool)
+    y = splash.attention(*(parallel.constrain(a, heads_last) for a in (q, k, v)), mask)
+  elif implementation in ("cudnn", "jax"):
+    # jax.nn's fused kernels (cuDNN flash attention on a GPU) take (B, S, N, D). cuDNN takes a mask only
+    # as a bias of the full (query, key) shape (a (B, 1, 1, S) one is refused: "Bias must have same seq
+    # length as QKV"), and its padding masks only a suffix, which the joint sequence's gaps are not.
+    q, k, v = (parallel.constrain(a, heads_last) for a in (q, k, v))
+    keys = None if mask is None else mask[:, None, None, :]
+    if implementation == "cudnn" and mask is not None:
+      keys = jnp.broadcast_to(keys, (mask.shape[0], 1, mask.shape[1], mask.shape[1]))
+    y = jax.nn.dot_product_attention(q, k, v, mask=keys,
+                                     implementation="cudnn" if implementation == "cudnn" else None)
+  else:
+    heads_first = ("act_batch", "act_heads", "act_seq", "act_head_dim")
+    q, k, v = (parallel.constrain(jnp.swapaxes(a, 1, 2), heads_first) for a in (q, k, v))
+    y = jnp.swapaxes(attention(q, k, v, mask), 1, 2)
+  return parallel.constrain(y, heads_last)
 
 
 class Attention(nnx.Module):
@@ -148,26 +197,7 @@ class Attention(nnx.Module):
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
     q, k = apply_rope(q, angles), apply_rope(k, angles)
-    implementation = resolve_attention(self.implementation, q.dtype)
-    heads_last = ("act_batch", "act_seq", "act_heads", "act_head_dim")
-    if implementation == "splash":
-      from vbanana.model import splash  # pylint: disable=g-import-not-at-top  (Pallas: imported when used)
-      y = splash.attention(*(parallel.constrain(a, heads_last) for a in (q, k, v)), mask)
-    elif implementation in ("cudnn", "jax"):
-      # jax.nn's fused kernels (cuDNN flash attention on a GPU) take (B, S, N, D). cuDNN takes a mask only
-      # as a bias of the full (query, key) shape (a (B, 1, 1, S) one is refused: "Bias must have same seq
-      # length as QKV"), and its padding masks only a suffix, which the joint sequence's gaps are not.
-      q, k, v = (parallel.constrain(a, heads_last) for a in (q, k, v))
-      keys = mask[:, None, None, :]
-      if implementation == "cudnn":
-        keys = jnp.broadcast_to(keys, (mask.shape[0], 1, mask.shape[1], mask.shape[1]))
-      y = jax.nn.dot_product_attention(q, k, v, mask=keys,
-                                       implementation="cudnn" if implementation == "cudnn" else None)
-    else:
-      heads_first = ("act_batch", "act_heads", "act_seq", "act_head_dim")
-      q, k, v = (parallel.constrain(jnp.swapaxes(a, 1, 2), heads_first) for a in (q, k, v))
-      y = jnp.swapaxes(attention(q, k, v, mask), 1, 2)
-    y = parallel.constrain(y, ("act_batch", "act_seq", "act_heads", "act_head_dim"))
+    y = multi_head_attention(q, k, v, mask, self.implementation)
     return self.out(y)
 
 

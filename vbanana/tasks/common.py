@@ -26,6 +26,14 @@ class TaskExample:
   decode_args: dict
 
 
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """What a task asks of the model for an image without labels (prediction): the instruction and what
+  `decode` needs besides the generated RGB. Each task module's `request(...)` makes one."""
+  instruction: str
+  decode_args: dict
+
+
 def check_rgb(rgb: Any, what: str = "rgb") -> np.ndarray:
   """The uint8 (H, W, 3) image a decoder expects, or a ValueError naming what was wrong."""
   if not isinstance(rgb, np.ndarray):

@@ -37,6 +37,7 @@ TEMPLATES = (
     "depth map please",
 )
 CANONICAL = "estimate the depth of this image"
+HEADLINE = ("abs_rel",)  # the metric the console shows for an evaluation
 CORNERS = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 1, 1], [0, 0, 1], [1, 0, 1], [1, 1, 1]],
                    np.float64)
 EIGEN_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)  # top, bottom, left, right (KITTI)
@@ -189,6 +190,13 @@ def make_example(sample, rng, train) -> common.TaskExample | None:
   return common.TaskExample(
       task=NAME, instruction=common.pick(TEMPLATES, CANONICAL, rng, train), inputs=[sample["image"]],
       target=encode(depth, valid), ground_truth={"depth": depth, "valid": valid}, decode_args={})
+
+
+def request(prompt: str | None = None) -> common.Request:
+  """What to ask for a photo without labels: the canonical instruction; decode needs nothing more. `decode`
+  returns float32 metres (H, W)."""
+  del prompt
+  return common.Request(CANONICAL, {})
 
 
 def visualize(prediction, ground_truth=None, max_depth=None) -> np.ndarray:

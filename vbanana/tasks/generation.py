@@ -16,6 +16,7 @@ from vbanana.tasks import common
 
 TEMPLATES = ("{caption}", "a picture of {caption}", "generate an image of {caption}", "render {caption}")
 CANONICAL = "{caption}"
+HEADLINE = ("quality/fd", "psnr")
 
 
 def encode(image) -> np.ndarray:
@@ -57,6 +58,20 @@ def visualize(prediction, ground_truth=None) -> np.ndarray:
     ref = np.asarray(common.as_dict(ground_truth, "image")[0], np.uint8)
     panels += [np.full((ref.shape[0], 4, 3), 255, np.uint8), ref]
   return np.concatenate(panels, 1)
+
+
+def request_generation(prompt: str | None = None) -> common.Request:
+  """Make the image `prompt` (the caption) describes; `decode` returns the uint8 image."""
+  if not (prompt or "").strip():
+    raise ValueError("generation: the request needs the caption of the image to make")
+  return common.Request(CANONICAL.format(caption=prompt), {})
+
+
+def request_editing(prompt: str | None = None) -> common.Request:
+  """Edit the input image as `prompt` (the instruction) says; `decode` returns the uint8 image."""
+  if not (prompt or "").strip():
+    raise ValueError("editing: the request needs the edit instruction")
+  return common.Request(prompt, {})
 
 
 def make_generation_example(sample, rng, train) -> common.TaskExample | None:

@@ -58,6 +58,7 @@ TEMPLATES = (
 )
 CANONICAL = "paint each {cls} a different solid colour on a {bg} background"
 BACKGROUNDS = ("black", "white", "gray")
+HEADLINE = ("ap",)
 
 
 def instance_colors(n: int, background) -> np.ndarray:
@@ -447,6 +448,15 @@ def make_example(sample, rng, train) -> common.TaskExample | None:
   return common.TaskExample(
       task=NAME, instruction=instruction, inputs=[sample["image"]], target=encode(masks, background, colors),
       ground_truth={"masks": masks, "class": cls}, decode_args={"background": tuple(background)})
+
+
+def request(prompt: str | None = None, background: str = "black") -> common.Request:
+  """Every object of the class `prompt` names in its own colour on `background` (the evaluation's black);
+  `decode` returns {'masks': bool (N, H, W), 'scores': float (N,)}."""
+  if not (prompt or "").strip():
+    raise ValueError("instance: the request needs the class to segment, e.g. 'sphere'")
+  return common.Request(CANONICAL.format(cls=prompt.strip(), bg=background),
+                        {"background": tuple(int(v) for v in common.COLOR_NAMES[background])})
 
 
 def visualize(prediction, ground_truth=None) -> np.ndarray:

@@ -28,6 +28,7 @@ TEMPLATES = (
     "turn this photo into a normal map",
 )
 CANONICAL = "estimate the surface normals"
+HEADLINE = ("mean_angle",)
 # Sign flips that bring a dataset's normals into vbanana's camera frame (+x right, +y up, +z to the viewer).
 CONVENTIONS = {
     "vbanana": (1, 1, 1),
@@ -132,6 +133,12 @@ def make_example(sample, rng, train) -> common.TaskExample | None:
   return common.TaskExample(
       task=NAME, instruction=common.pick(TEMPLATES, CANONICAL, rng, train), inputs=[sample["image"]],
       target=encode(normals, valid), ground_truth={"normals": normals, "valid": valid}, decode_args={})
+
+
+def request(prompt: str | None = None) -> common.Request:
+  """The canonical instruction; `decode` returns unit normals float32 (H, W, 3), camera frame."""
+  del prompt
+  return common.Request(CANONICAL, {})
 
 
 def visualize(prediction, ground_truth=None) -> np.ndarray:

@@ -25,6 +25,7 @@ TEMPLATES = (
 )
 CANONICAL = "paint {expr} in {color}"
 EVAL_COLOR = "red"
+HEADLINE = ("giou",)
 
 
 def encode(mask, color) -> np.ndarray:
@@ -93,6 +94,15 @@ def make_example(sample, rng, train) -> common.TaskExample | None:
   return common.TaskExample(
       task=NAME, instruction=instruction, inputs=[sample["image"]], target=encode(mask, color),
       ground_truth={"mask": mask}, decode_args={"color": tuple(color)})
+
+
+def request(prompt: str | None = None, color: str = EVAL_COLOR) -> common.Request:
+  """Paint the object `prompt` (the referring expression) names in `color` (the evaluation's red by
+  default); `decode` returns a bool mask (H, W)."""
+  if not (prompt or "").strip():
+    raise ValueError("referring: the request needs the referring expression, e.g. 'the red sphere'")
+  return common.Request(CANONICAL.format(expr=prompt.strip(), color=color),
+                        {"color": tuple(int(v) for v in common.COLOR_NAMES[color])})
 
 
 def visualize(prediction, ground_truth=None) -> np.ndarray:

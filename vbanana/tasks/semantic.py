@@ -43,6 +43,7 @@ TEMPLATES = (
 )
 CANONICAL = "segment the image: {mapping}"  # the named-colour phrasing used with `common.pick`
 PALETTE_PROMPT = "segment the image with the {n}-class palette"  # evaluation's instruction
+HEADLINE = ("miou",)
 PALETTE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "palettes")
 DATASET_PALETTES = ("cityscapes_19", "ade20k_150")
 
@@ -195,6 +196,24 @@ def make_example(sample, rng, train) -> common.TaskExample | None:
       task=NAME, instruction=instruction, inputs=[sample["image"]], target=encode(labels, colors),
       ground_truth={"semantic": labels, "num_classes": len(names)},
       decode_args={"colors": colors, "class_names": tuple(names)})
+
+
+def request(class_names, prompt: str | None = None) -> common.Request:
+  """Segment a photo into `class_names`: with no prompt, the class list's fixed palette (the evaluation's
+  instruction); a prompt maps classes to colours ('sky red, road #00ff00, car (0, 0, 255)';
+  `common.parse_color_mapping`), and only those classes are asked for. `decode` returns int32 class ids
+  (H, W), IGNORE where no prompted colour is near."""
+  names = list(class_names)
+  if not names:
+    raise ValueError("semantic: the request needs the class names")
+  if not (prompt or "").strip():
+    return common.Request(PALETTE_PROMPT.format(n=len(names)),
+                          {"colors": palette_for(names), "class_names": tuple(names)})
+  mapping = common.parse_color_mapping(prompt, names)
+  chosen = [n for n in names if n in mapping]
+  colors = np.asarray([mapping[n] for n in chosen], np.uint8)
+  text = ", ".join(f"{n} {common.describe_color(c)}" for n, c in zip(chosen, colors))
+  return common.Request(CANONICAL.format(mapping=text), {"colors": colors, "class_names": tuple(chosen)})
 
 
 def visualize(prediction, ground_truth=None, colors=None, class_names=None) -> np.ndarray:

@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config, items):
   del config
   group_of = {module: group for group, modules in SHARED_FIXTURE_GROUPS.items() for module in modules}
   for item in items:
-    module = item.module.__name__.rpartition(".")[2]
+    module = item.path.stem
     item.add_marker(pytest.mark.xdist_group(group_of.get(module, module)))
 
 

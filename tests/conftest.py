@@ -73,7 +73,7 @@ def reference_run(tmp_path_factory, scenes_dir):
   """8 steps of the quickstart config (batch 8) in one process on 8 devices, checkpoints every 2 steps."""
   from cli_helpers import run_main, tiny_args
   workdir = tmp_path_factory.mktemp("reference")
-  r = run_main(*tiny_args(workdir, scenes_dir), timeout=300)
+  r = run_main(*tiny_args(workdir, scenes_dir), timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   return workdir
 

@@ -123,11 +123,11 @@ def test_sigterm_to_one_process_saves_every_process_at_the_same_step(scenes_dir,
   env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "LOG_DIR": str(tmp_path / "logs")}
   cluster = subprocess.Popen(["bash", str(ROOT / "launch" / "local_cluster.sh"), "2", *args], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  assert wait_for(lambda: max(losses(workdir), default=0) >= 3, cluster, timeout=300), cluster.stdout.read()[-3000:]
+  assert wait_for(lambda: max(losses(workdir), default=0) >= 3, cluster, timeout=600), cluster.stdout.read()[-3000:]
   [second] = [p for p in procs.descendants(cluster.pid) if "vbanana.main" in p.cmdline
               and "--process_id=1" in p.cmdline and "spawn_main" not in p.cmdline]
   os.kill(second.pid, signal.SIGTERM)
-  out, _ = cluster.communicate(timeout=300)
+  out, _ = cluster.communicate(timeout=600)
   assert cluster.returncode == 0, out[-3000:]
   [saved] = checkpoints(workdir)
   assert 3 <= saved < 400 and saved == max(losses(workdir))  # the step it stopped at, nothing after

@@ -126,7 +126,7 @@ def test_two_hosts_one_builds_the_other_waits(tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   for i, log in enumerate(logs):
     # Process 1 never builds: it can only have read the data after process 0's build, at the barrier.
-    assert ("building it once" in log) == (i == 0), log[-2000:]
+    assert ("Building the scenes dataset once" in log) == (i == 0), log[-2000:]
     assert f"READ process={i} train ['scenes/train/0', 'scenes/train/1', 'scenes/train/2', 'scenes/train/3']" in log
     assert f"READ process={i} validation ['scenes/validation/0', 'scenes/validation/1']" in log
   assert not list(data_dir.rglob("*incomplete*"))

@@ -6,14 +6,16 @@ Check before you rent the GPU (no GPU, no weights needed; the CUDA plugin: pip i
 
 Then, on the GPU host, with klein downloaded and the scenes data built (docs/klein.md, docs/data.md):
 
-  XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 python -m vbanana.main \
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 XLA_FLAGS=--xla_gpu_enable_triton_gemm=false python -m vbanana.main \
       --config=configs/klein_instruct_gpu.py:pretrained=FLUX.2-klein-base-4B,data_dir=data/scenes \
       --workdir=runs/klein_instruct
 
 One H200 (141 GB): f32 parameters, AdamW moments, gradients and the EMA of the 4B transformer (77.5 GB), bf16
 activations, every block rematerialised, cuDNN attention, 512 px edit pairs (1,024 target + 1,024 reference +
-512 text tokens per example) at batch 8. The frozen VAE runs in the step, Qwen3 (6 GB in bf16) beside it
-through the prompt cache. The fit is in docs/performance.md ("klein instruction tuning"). Export:
+512 text tokens per example) at batch 8. The frozen VAE runs in the step, Qwen3 (6.2 GB in bf16) beside it
+through the prompt cache. Compiled for h200:1: 88.8 GB per GPU with Qwen3 (41 % free); the two samplers
+24.7 and 24.9 GB (docs/performance.md, "klein instruction tuning"). The flags are the ones the fit was compiled
+with (configs/pretrain_gpu.py says why). Export:
 `python -m vbanana.export --workdir=runs/klein_instruct --out=klein-generalist`.
 Arguments: those of configs/klein_instruct_tpu.py (vbanana/flux2/configs.py); slice: h200-1.
 """

@@ -24,9 +24,16 @@ def start_main(args, **popen_kwargs):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen_kwargs)
 
 
+# The processes of a cluster compile for themselves: the test run's persistent compilation cache (conftest) is
+# off for them. A process that loads a program from the cache while its peer compiles it runs ahead, and the
+# first collective of a program waits at most 30 s for the peer (gloo's context set-up): under the load of a
+# shared CI machine the peer can be later than that.
+CLUSTER_ENV = {"JAX_ENABLE_COMPILATION_CACHE": "false"}
+
+
 def run_cluster(num_processes, *args, log_dir, timeout=300):
   """launch/local_cluster.sh: `num_processes` processes of vbanana.main sharing 8 CPU devices."""
-  env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "LOG_DIR": str(log_dir)}
+  env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "LOG_DIR": str(log_dir), **CLUSTER_ENV}
   return subprocess.run(["bash", str(ROOT / "launch" / "local_cluster.sh"), str(num_processes), *args],
                         capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 

@@ -5,12 +5,24 @@ The session fails if a process started by a test (a trainer's data workers, a Po
 """
 import gc
 import os
+import pathlib
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# One persistent compilation cache for the whole test run: the xdist workers and every trainer, predict or
+# cluster process a test starts compile the same small programs; the first compile of each is shared by the
+# rest (the cache key holds the program, the devices and the XLA flags, so nothing differs but the time).
+# The controller makes it before the workers start (they inherit the environment) and removes it at the end.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+  import tempfile  # noqa: E402
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vbanana-tests-jax-cache-")
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 from absl import flags  # noqa: E402
 
@@ -20,19 +32,49 @@ import pytest  # noqa: E402
 
 from vbanana import procs  # noqa: E402
 
-# CI runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`, README). Each test file stays on one
-# worker (its module fixtures are built once), and the files that share an expensive session fixture go
-# together, so that fixture is built once too.
+# CI runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`, README). The work units are files:
+# a file stays on one worker (its module fixtures are built once), and the files that share an expensive
+# session fixture form one unit, so that fixture is built once too. The units start heaviest first (the
+# order below, from `--durations`; the rest follow in collection order), so no long unit starts last.
+# (pytest 9 keeps node ids apart from `item._nodeid`, where xdist 3.8 writes `xdist_group` marks: the units are
+# made here, by xdist's scheduler hook.)
 SHARED_FIXTURE_GROUPS = {"tiny_model": ("test_aspect", "test_bench", "test_flow", "test_predict"),
                          "reference_run": ("test_multihost", "test_train")}
+HEAVIEST_FIRST = ("reference_run", "tiny_model", "test_parallel", "test_tpu", "test_klein_train", "test_model",
+                  "test_recipe", "test_colabs", "test_label_efficiency", "test_gpu", "test_evaluate",
+                  "test_flux2_pipeline", "test_step", "test_pipeline")
+_GROUP_OF = {module: group for group, modules in SHARED_FIXTURE_GROUPS.items() for module in modules}
+
+
+def work_unit(path: str) -> str:
+  module = pathlib.PurePath(path).stem
+  return _GROUP_OF.get(module, module)
+
+
+def pytest_unconfigure(config):
+  del config
+  if _OWN_CACHE and "PYTEST_XDIST_WORKER" not in os.environ:
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
+  """Heaviest work units first (a stable sort: the order inside a file is kept)."""
   del config
-  group_of = {module: group for group, modules in SHARED_FIXTURE_GROUPS.items() for module in modules}
-  for item in items:
-    module = item.path.stem
-    item.add_marker(pytest.mark.xdist_group(group_of.get(module, module)))
+  rank = {unit: i for i, unit in enumerate(HEAVIEST_FIRST)}
+  items.sort(key=lambda item: rank.get(work_unit(str(item.path)), len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+  from xdist.scheduler import LoadScopeScheduling  # pylint: disable=g-import-not-at-top
+
+  class FileGroups(LoadScopeScheduling):
+    def _split_scope(self, nodeid):
+      return work_unit(nodeid.split("::")[0])
+
+  config.option.loadscopereorder = False  # keep the order made above
+  return FileGroups(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)

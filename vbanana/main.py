@@ -70,10 +70,12 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from vbanana import console  # pylint: disable=g-import-not-at-top
   console.configure(verbose=flags.FLAGS["verbosity"].present > 0)
-  logging.info("JAX process %d of %d, %d local devices of %d: %s", jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
-  if jax.process_count() > 1:
-    console.say(f"{jax.process_count()} processes, {jax.device_count()} devices")
+  where = (f"JAX process {jax.process_index()} of {jax.process_count()}, {jax.local_device_count()} local devices "
+           f"of {jax.device_count()}: {jax.devices()[0].platform}")
+  if jax.process_count() > 1:  # several hosts: say so on the console (process 0's line), not only in the log
+    console.say(where)
+  else:
+    logging.info(where)
 
   from vbanana import train  # pylint: disable=g-import-not-at-top
   from vbanana.data import sources  # pylint: disable=g-import-not-at-top

@@ -94,8 +94,7 @@ class Budget:
   sweep_steps: tuple[int, ...] = (1, 2, 4, 8, 25)  # sampler-steps sweep of instruct at the smallest N, seed 0
   sweep_limit: int = 32
   curve_points: int = 5         # generation evaluations along a pretraining run
-  checkpoints: int = 3          # per run: a killed run loses at most a third of itself (a save stalls a
-                                #   full-budget run 15-26 s: ten took 3-5x the ~46 s a 300-step run trains)
+  checkpoints: int = 10         # per run: a killed run loses at most a tenth of itself
   warmup_frac: float = 0.05
 
 

@@ -24,8 +24,8 @@ gradients and EMA sharded over the chips (ZeRO-3), bf16 activations, every block
 attention; the frozen VAE (in the step) and Qwen3 (on the host side, through the prompt cache) in bf16. 512 px
 edit pairs: 1,024 target + 1,024 reference + 512 text tokens per example. The fit at these defaults, printed
 by the two commands above on a 2-core CPU (docs/performance.md, "klein instruction tuning"): v5p-8 train step
-27.4 GB of 102 GB per chip (73 % free), v6e-8 13.4 GB of 32 GB (58 % free); the samplers less. Then export to diffusers' layout:
-`python -m vbanana.export --workdir=... --out=klein-generalist --dtype=bfloat16`.
+27.4 GB of 102 GB per chip (73 % free), v6e-8 13.4 GB of 32 GB (58 % free); the samplers less. Then export to
+diffusers' layout: `python -m vbanana.export --workdir=... --out=klein-generalist --dtype=bfloat16`.
 Arguments: pretrained (the download: VAE, Qwen3, tokenizer, scheduler and the starting transformer), init_from
 (another starting transformer: `python -m vbanana.flux2.convert`'s copy, or a klein run), slice (v5p-8 | v6e-8),
 res, batch, steps, lora, lora_alpha, remat, ema, lr, prompt_len, text_bytes, scenes, workers, evals,

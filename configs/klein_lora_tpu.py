@@ -13,8 +13,9 @@ One v6e chip (32 GB): the pretrained transformer frozen in bf16 (7.75 GB), LoRA 
 linear layer of the blocks (f32, with their AdamW state and EMA: the only thing trained and checkpointed),
 the VAE in the step and Qwen3 (6.2 GB, bf16) beside it through the prompt cache; 512 px edit pairs at batch
 4, every block rematerialised, splash attention. Compiled for v6e:1x1: the train step 19.0 GB with Qwen3 (41 %
-free), the samplers 20.3 and 21.1 GB (docs/performance.md, "klein instruction tuning"). Export merges the adapters into klein's weights: `python -m vbanana.export --workdir=runs/klein_lora
---out=klein-lora-merged --dtype=bfloat16`.
+free), the samplers 20.3 and 21.1 GB (docs/performance.md, "klein instruction tuning"). Export merges the
+adapters into klein's weights:
+`python -m vbanana.export --workdir=runs/klein_lora --out=klein-lora-merged --dtype=bfloat16`.
 Arguments: those of configs/klein_instruct_tpu.py (vbanana/flux2/configs.py); lora is the rank (default 32).
 """
 

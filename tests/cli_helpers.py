@@ -28,14 +28,16 @@ def start_main(args, **popen_kwargs):
 # off for them. A process that loads a program from the cache while its peer compiles it runs ahead, and the
 # first collective of a program waits at most 30 s for the peer (gloo's context set-up): under the load of a
 # shared CI machine the peer can be later than that.
-CLUSTER_ENV = {"JAX_ENABLE_COMPILATION_CACHE": "false"}
+def cluster_env(log_dir):
+  """The environment of launch/local_cluster.sh for a training cluster (process logs under `log_dir`)."""
+  return {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "LOG_DIR": str(log_dir),
+          "JAX_ENABLE_COMPILATION_CACHE": "false"}
 
 
 def run_cluster(num_processes, *args, log_dir, timeout=300):
   """launch/local_cluster.sh: `num_processes` processes of vbanana.main sharing 8 CPU devices."""
-  env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "LOG_DIR": str(log_dir), **CLUSTER_ENV}
   return subprocess.run(["bash", str(ROOT / "launch" / "local_cluster.sh"), str(num_processes), *args],
-                        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+                        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=cluster_env(log_dir))
 
 
 def tiny_args(workdir, scenes_dir, steps=8, extra=()):

@@ -11,7 +11,7 @@ import pytest
 
 from vbanana import checkpoint, metrics_writer, procs
 
-from cli_helpers import CLUSTER_ENV, checkpoints, losses, run_cluster, tiny_args, wait_for
+from cli_helpers import checkpoints, cluster_env, losses, run_cluster, tiny_args, wait_for
 from test_checkpoint import abstract_on, assert_trees_equal, make_state, mesh_of
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -120,8 +120,8 @@ def test_sigterm_to_one_process_saves_every_process_at_the_same_step(scenes_dir,
   collective runs per step for it. The same command then resumes from that step."""
   workdir = tmp_path / "term"
   args = tiny_args(workdir, scenes_dir, steps=400, extra=["--config.checkpoint.every=1000"])
-  env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "LOG_DIR": str(tmp_path / "logs"), **CLUSTER_ENV}
-  cluster = subprocess.Popen(["bash", str(ROOT / "launch" / "local_cluster.sh"), "2", *args], env=env,
+  cluster = subprocess.Popen(["bash", str(ROOT / "launch" / "local_cluster.sh"), "2", *args],
+                             env=cluster_env(tmp_path / "logs"),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   assert wait_for(lambda: max(losses(workdir), default=0) >= 3, cluster, timeout=600), cluster.stdout.read()[-3000:]
   [second] = [p for p in procs.descendants(cluster.pid) if "vbanana.main" in p.cmdline

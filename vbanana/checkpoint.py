@@ -29,6 +29,9 @@ from etils import epath
 
 STATE = "state"
 DATA = "data"
+MODEL_CONFIG_FILE = "model_config.json"
+CORRUPT_DIR = "corrupt"
+
 # Orbax copies a replicated array to host in slices, one per replica, each a small program compiled once per
 # array shape at the first save: worth it for large arrays on a pod, a loss for small ones (each array of a
 # small model; biases and norms of a large one), which one replica copies whole (the first save of the
@@ -37,8 +40,6 @@ MIN_REPLICA_SLICE_BYTES = 1 << 20
 ocp.type_handlers.register_type_handler(
     jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES),
     override=True)
-MODEL_CONFIG_FILE = "model_config.json"
-CORRUPT_DIR = "corrupt"
 
 
 class CheckpointMismatchError(ValueError):

@@ -11,6 +11,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RES = 32
 
 
+def one_device_xla_flags() -> str:
+  """XLA_FLAGS for a subprocess on one CPU device: the test run's compile flags (conftest), without the 8
+  simulated devices."""
+  return os.environ.get("VBANANA_TEST_XLA_FLAGS", "")
+
+
 def run_main(*args, timeout=300):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
   return subprocess.run([sys.executable, "-m", "vbanana.main", *args], capture_output=True, text=True,
@@ -19,7 +25,7 @@ def run_main(*args, timeout=300):
 
 def start_main(args, **popen_kwargs):
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+         "XLA_FLAGS": one_device_xla_flags() + " --xla_force_host_platform_device_count=8"}
   return subprocess.Popen([sys.executable, "-m", "vbanana.main", *args], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen_kwargs)
 
@@ -31,7 +37,7 @@ def start_main(args, **popen_kwargs):
 def cluster_env(log_dir):
   """The environment of launch/local_cluster.sh for a training cluster (process logs under `log_dir`)."""
   return {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "LOG_DIR": str(log_dir),
-          "JAX_ENABLE_COMPILATION_CACHE": "false"}
+          "JAX_ENABLE_COMPILATION_CACHE": "false", "XLA_EXTRA_FLAGS": one_device_xla_flags()}
 
 
 def run_cluster(num_processes, *args, log_dir, timeout=300):

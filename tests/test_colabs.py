@@ -8,6 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from cli_helpers import one_device_xla_flags
+
 pytestmark = pytest.mark.slow  # each notebook trains or predicts
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -21,7 +23,8 @@ def kernel(tmp_path_factory):
   spec_dir = path / "kernels" / KERNEL
   spec_dir.mkdir(parents=True)
   pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-  env = {"PYTHONPATH": pythonpath, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
+  env = {"PYTHONPATH": pythonpath, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": one_device_xla_flags(),
+         "TF_CPP_MIN_LOG_LEVEL": "3"}
   (spec_dir / "kernel.json").write_text(json.dumps({
       "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
       "display_name": "vbanana test", "language": "python", "env": env}))

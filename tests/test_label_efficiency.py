@@ -13,6 +13,8 @@ import pytest
 
 from vbanana.experiments import label_efficiency as le
 
+from cli_helpers import one_device_xla_flags
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
@@ -27,7 +29,8 @@ def run_experiment(out, *extra):
   return subprocess.run([sys.executable, "-m", "vbanana.experiments.label_efficiency", f"--out={out}",
                          "--budget=quick", *[f"--override={o}" for o in OVERRIDES], *extra],
                         capture_output=True, text=True, timeout=900, cwd=ROOT,
-                        env={**os.environ, "PYTHONPATH": PYTHONPATH, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
+                        env={**os.environ, "PYTHONPATH": PYTHONPATH, "JAX_PLATFORMS": "cpu",
+                             "XLA_FLAGS": one_device_xla_flags()})
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +231,28 @@ def test_a_run_stopped_by_a_signal_caches_nothing(tmp_path, monkeypatch):
   with pytest.raises(le.Stopped, match="stopped at step 3"):
     le.train_run(le.plan(b)[0], b, str(tmp_path))
   assert not (tmp_path / "runs" / "pretrain" / "le_metrics.json").exists()
+
+
+def test_a_signal_after_a_run_ends_stops_before_the_next_run(tmp_path, monkeypatch):
+  # A SIGTERM during a run's final evaluation (the trainer's loop is over) must not be lost: the run finishes
+  # and is cached, the next one does not start, and the trainer's own handler hears it too (checkpoint.py).
+  import signal
+  from vbanana import checkpoint
+  names, trained = [r.name for r in le.plan(BUDGET)], []
+
+  def train_run(run, b, out):
+    del b, out
+    preemption = checkpoint.Preemption()  # what the trainer installs for its loop
+    os.kill(os.getpid(), signal.SIGTERM)
+    preemption.restore_handlers()
+    assert preemption.reached(0)
+    trained.append(run.name)
+    return {}
+
+  monkeypatch.setattr(le, "train_run", train_run)
+  before = signal.getsignal(signal.SIGTERM)
+  with pytest.raises(le.Stopped, match=f"before {names[1]}"):
+    for _ in le._train_all(BUDGET, str(tmp_path), 0, {}, lambda: None, {}, []):  # pylint: disable=protected-access
+      pass
+  assert trained == names[:1]
+  assert signal.getsignal(signal.SIGTERM) is before

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from cli_helpers import one_device_xla_flags
+
 pytestmark = pytest.mark.slow  # subprocesses of the launch scripts
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -44,7 +46,7 @@ def probe(tmp_path):
   path = tmp_path / "probe.py"
   path.write_text(PROBE)
   env = {"VBANANA_MAIN": str(path), "PYTHON": sys.executable, "LOG_DIR": str(tmp_path / "logs"),
-         "XLA_FLAGS": ""}
+         "XLA_FLAGS": one_device_xla_flags()}
   return env, tmp_path / "logs"
 
 

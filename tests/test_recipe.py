@@ -11,6 +11,8 @@ import pytest
 
 from vbanana.experiments import recipe
 
+from cli_helpers import one_device_xla_flags
+
 pytestmark = pytest.mark.slow  # the recipe runs the trainer several times
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -23,7 +25,8 @@ SHRINK = ["--override=pretrain_steps=3", "--override=steps=3", "--override=num_t
 def run_recipe(out, *extra):
   return subprocess.run([sys.executable, "-m", "vbanana.experiments.recipe", f"--out={out}", "--budget=quick",
                          *SHRINK, *extra], capture_output=True, text=True, timeout=400, cwd=ROOT,
-                        env={**os.environ, "PYTHONPATH": PYTHONPATH, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
+                        env={**os.environ, "PYTHONPATH": PYTHONPATH, "JAX_PLATFORMS": "cpu",
+                             "XLA_FLAGS": one_device_xla_flags()})
 
 
 def test_quick_recipe_writes_table_claims_and_plots(tmp_path):

@@ -128,9 +128,11 @@ class Preemption:
         self._previous[sig] = signal.signal(sig, self._handle)
 
   def _handle(self, signum, frame):
-    del frame
     logging.warning("Received signal %d: will save a checkpoint and stop.", signum)
     self._event.set()
+    previous = self._previous.get(signum)
+    if callable(previous):  # a caller's own handler (e.g. an experiment running several trainings) hears it too
+      previous(signum, frame)
 
   def set(self):
     """Asks for a stop as a signal would (this process)."""

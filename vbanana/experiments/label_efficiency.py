@@ -47,7 +47,9 @@ import math
 import os
 import platform
 import shutil
+import signal
 import sys
+import threading
 import time
 
 from vbanana.experiments import recipe
@@ -875,6 +877,18 @@ def main(argv=None) -> int:
 
 
 def _train_all(b, out, max_runs, timings, save_timings, results, pending):
+  """Trains the plan's runs in order (each resumes from its checkpoint). A SIGTERM stops the experiment: the
+  run in training saves and stops (the trainer's handler), and one arriving after a run's last step (during
+  its evaluation, or between runs) stops it before the next run starts."""
+  signalled = threading.Event()
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: signalled.set())
+  try:
+    yield from _train_runs(b, out, max_runs, timings, save_timings, results, pending, signalled)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _train_runs(b, out, max_runs, timings, save_timings, results, pending, signalled):
   done = 0
   for run in plan(b):
     workdir = os.path.join(out, "runs", run.name)
@@ -882,6 +896,8 @@ def _train_all(b, out, max_runs, timings, save_timings, results, pending):
     if not os.path.exists(marker) and (max_runs < 0 or (max_runs and done >= max_runs)):
       pending.append(run.name)
       continue
+    if signalled.is_set() and not os.path.exists(marker):
+      raise Stopped(f"stopped by a signal before {run.name}; the same command continues with it")
     fresh = not os.path.exists(marker)
     t0 = time.perf_counter()
     try:

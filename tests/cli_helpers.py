@@ -33,17 +33,21 @@ def start_main(args, **popen_kwargs):
 # The processes of a cluster compile for themselves: the test run's persistent compilation cache (conftest) is
 # off for them. A process that loads a program from the cache while its peer compiles it runs ahead, and the
 # first collective of a program waits at most 30 s for the peer (gloo's context set-up): under the load of a
-# shared CI machine the peer can be later than that.
-def cluster_env(log_dir):
+# shared CI machine the peer can be later than that. A cluster may share a cache of its own (`cache_dir`, new
+# and empty) with a later run of the same cluster: the first run's processes both compile (only a process that
+# is behind can find a program there), the second's both load every program, so neither runs ahead.
+def cluster_env(log_dir, cache_dir=None):
   """The environment of launch/local_cluster.sh for a training cluster (process logs under `log_dir`)."""
+  cache = {"JAX_COMPILATION_CACHE_DIR": str(cache_dir)} if cache_dir else {"JAX_ENABLE_COMPILATION_CACHE": "false"}
   return {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "LOG_DIR": str(log_dir),
-          "JAX_ENABLE_COMPILATION_CACHE": "false", "XLA_EXTRA_FLAGS": one_device_xla_flags()}
+          "XLA_EXTRA_FLAGS": one_device_xla_flags(), **cache}
 
 
-def run_cluster(num_processes, *args, log_dir, timeout=300):
+def run_cluster(num_processes, *args, log_dir, cache_dir=None, timeout=300):
   """launch/local_cluster.sh: `num_processes` processes of vbanana.main sharing 8 CPU devices."""
   return subprocess.run(["bash", str(ROOT / "launch" / "local_cluster.sh"), str(num_processes), *args],
-                        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=cluster_env(log_dir))
+                        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                        env=cluster_env(log_dir, cache_dir))
 
 
 def tiny_args(workdir, scenes_dir, steps=8, extra=()):

@@ -11,11 +11,13 @@ import pathlib
 # LLVM's optimisation of the generated code: compiles take about half as long (the quickstart's train step
 # 35 s -> 19 s, its init 13 s -> 6 s), the numbers agree with the default build to float32 rounding (losses of
 # an 8-step quickstart run within 1e-7), and every process of the test run, its subprocesses included
-# (`ONE_DEVICE_XLA_FLAGS`, launch/local_cluster.sh through the environment), compiles the same way.
+# (launch/local_cluster.sh and the rest through the environment), compiles the same way.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
-ONE_DEVICE_XLA_FLAGS = (os.environ.get("XLA_FLAGS", "") + " " + TEST_XLA_FLAGS).strip()
-os.environ["VBANANA_TEST_XLA_FLAGS"] = ONE_DEVICE_XLA_FLAGS  # for the subprocesses that want one device
-os.environ["XLA_FLAGS"] = ONE_DEVICE_XLA_FLAGS + " --xla_force_host_platform_device_count=8"
+if "VBANANA_TEST_XLA_FLAGS" not in os.environ:  # the controller (or a run without xdist); workers inherit it
+  os.environ["VBANANA_TEST_XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + TEST_XLA_FLAGS).strip()
+# VBANANA_TEST_XLA_FLAGS: for the subprocesses on one device (cli_helpers.one_device_xla_flags); this process
+# and the subprocesses that inherit its environment have 8.
+os.environ["XLA_FLAGS"] = os.environ["VBANANA_TEST_XLA_FLAGS"] + " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

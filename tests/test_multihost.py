@@ -89,7 +89,8 @@ def test_two_process_training_matches_one_process_and_resumes(reference_run, sce
   run on 8 devices; after losing its last checkpoints it resumes from step 4 and reproduces them again."""
   workdir = tmp_path / "two_hosts"
   args = tiny_args(workdir, scenes_dir)
-  r = run_cluster(2, *args, log_dir=tmp_path / "logs")
+  cache = tmp_path / "jax_cache"  # the resumed cluster loads what the first one compiled
+  r = run_cluster(2, *args, log_dir=tmp_path / "logs", cache_dir=cache)
   assert r.returncode == 0, r.stderr[-3000:]
   log0 = (tmp_path / "logs" / "process_0.log").read_text()
   assert "JAX process 0 of 2, 4 local devices of 8" in log0
@@ -103,7 +104,7 @@ def test_two_process_training_matches_one_process_and_resumes(reference_run, sce
   # A crash after step 4's checkpoint: the later ones are gone; the same command resumes from 4.
   for step in (6, 8):
     shutil.rmtree(workdir / "checkpoints" / str(step))
-  r = run_cluster(2, *args, log_dir=tmp_path / "logs_resumed")
+  r = run_cluster(2, *args, log_dir=tmp_path / "logs_resumed", cache_dir=cache)
   assert r.returncode == 0, r.stderr[-3000:]
   log0 = (tmp_path / "logs_resumed" / "process_0.log").read_text()
   assert "Resumed from" in log0 and "at step 4" in log0

@@ -65,9 +65,10 @@ def _model_and_batch(attention):
 def test_splash_model_equals_written_out_model_forward_and_gradients():
   _, model_xla, batch = _model_and_batch("xla")
   _, model_splash, _ = _model_and_batch("splash")
-  run = lambda m: m(batch["x_t"], batch["t"], batch["text"], batch["inputs"], batch["input_mask"])
+  # Compiled, as a train step runs them (op by op, the interpreted splash kernel takes minutes on a CPU).
+  run = nnx.jit(lambda m: m(batch["x_t"], batch["t"], batch["text"], batch["inputs"], batch["input_mask"]))
   np.testing.assert_allclose(run(model_splash), run(model_xla), atol=2e-5)
-  grad = lambda m: nnx.grad(lambda m: jnp.mean(run(m) ** 2))(m)
+  grad = nnx.jit(lambda m: nnx.grad(lambda m: jnp.mean(run(m) ** 2))(m))
   g_splash = jax.tree.leaves(nnx.state(grad(model_splash), nnx.Param))
   g_xla = jax.tree.leaves(nnx.state(grad(model_xla), nnx.Param))
   for a, b in zip(g_splash, g_xla):

@@ -33,7 +33,8 @@ Each mask's confidence is the share of its pixels whose denoised colour is withi
 mean of its component) and over 2 * TOL from the background: 1 for a solid mask, lower where the rim was
 in-between colours, near 0 for a speck of noise around the background colour. Any image decodes (at most 100
 masks, masks under the size floor dropped); exact codes decode exactly, except pieces of an instance under 4
-pixels that touch no pixel of it, not even diagonally.
+pixels that touch no pixel of it, not even diagonally, and thin rings (step 3's halos: a frame of 40 pixels or
+more, 1-2 pixels wide, is taken for the rim of an object).
 Metrics (`Accumulator`, pooled over all requests of the split): COCO-style mask AP (predictions ranked by
 confidence, greedy matching at IoU 0.5:0.05:0.95, 101-point interpolated precision), AP50, AP75, and panoptic
 PQ = SQ * RQ with matches at IoU > 0.5 (SQ: mean matched IoU; RQ = TP / (TP + FP/2 + FN/2)).

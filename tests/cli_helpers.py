@@ -24,8 +24,7 @@ def run_main(*args, timeout=300):
 
 
 def start_main(args, **popen_kwargs):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
-         "XLA_FLAGS": one_device_xla_flags() + " --xla_force_host_platform_device_count=8"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}  # conftest's XLA_FLAGS: 8 devices
   return subprocess.Popen([sys.executable, "-m", "vbanana.main", *args], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen_kwargs)
 

@@ -896,9 +896,9 @@ def _train_runs(b, out, max_runs, timings, save_timings, results, pending, signa
     if not os.path.exists(marker) and (max_runs < 0 or (max_runs and done >= max_runs)):
       pending.append(run.name)
       continue
-    if signalled.is_set() and not os.path.exists(marker):
-      raise Stopped(f"stopped by a signal before {run.name}; the same command continues with it")
     fresh = not os.path.exists(marker)
+    if signalled.is_set() and fresh:
+      raise Stopped(f"stopped by a signal before {run.name}; the same command continues with it")
     t0 = time.perf_counter()
     try:
       results[run.name] = train_run(run, b, out)

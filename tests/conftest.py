@@ -8,11 +8,13 @@ import os
 import pathlib
 
 # The tests compile far more than they compute (tiny models, a few steps each), so XLA's CPU backend skips
-# LLVM's optimisation of the generated code: compiles take about half as long (the quickstart's train step
-# 35 s -> 19 s, its init 13 s -> 6 s), the numbers agree with the default build to float32 rounding (losses of
-# an 8-step quickstart run within 1e-7), and every process of the test run, its subprocesses included
-# (launch/local_cluster.sh and the rest through the environment), compiles the same way.
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+# LLVM's optimisation of the generated code and uses its older fusion emitters: compiles take a sixth of the
+# time (the quickstart's train step 35 s -> 19 s at level 0, -> 6 s with the older emitters; docs/performance.md
+# log entries 23 and 24), the numbers agree with the default build to float32 rounding (losses of an 8-step
+# quickstart run within 1e-7), and every process of the test run, its subprocesses included
+# (launch/local_cluster.sh and the rest through the environment), compiles the same way. The processes that
+# load libtpu drop the `--xla_cpu_*` flag first (vbanana.accelerators: libtpu's XLA does not know it).
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 if "VBANANA_TEST_XLA_FLAGS" not in os.environ:  # the controller (or a run without xdist); workers inherit it
   os.environ["VBANANA_TEST_XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + TEST_XLA_FLAGS).strip()
 # VBANANA_TEST_XLA_FLAGS: for the subprocesses on one device (cli_helpers.one_device_xla_flags); this process
@@ -102,6 +104,15 @@ def no_stray_processes():
   if stray:
     pytest.fail(f"processes started during the tests still run after them ({len(stray)}): "
                 f"{procs.describe(stray)}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def test_xla_flags():
+  """Every test starts its subprocesses with the test run's XLA_FLAGS, also after a test that compiled for a
+  TPU in this process (vbanana.accelerators drops the `--xla_cpu_*` flags from the environment for libtpu)."""
+  flags = os.environ["XLA_FLAGS"]
+  yield
+  os.environ["XLA_FLAGS"] = flags
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ def run_experiment(out, *extra):
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
   """The quick budget stopped after its first run (pretrain), then continued by the same command for one
-  more (instruct at the smallest N, from pretrain's params)."""
+  more (instruct at the smallest N, from pretrain's params), then reported with no run more (--max_runs=-1)."""
   out = tmp_path_factory.mktemp("le_quick")
   first = run_experiment(out, "--max_runs=1")
   assert first.returncode == 0, first.stderr[-4000:]
@@ -45,6 +45,9 @@ def two_runs(tmp_path_factory):
   mtime = pretrain_marker.stat().st_mtime
   second = run_experiment(out, "--max_runs=1")
   assert second.returncode == 0, second.stderr[-4000:]
+  # A budget cut short for good: no run trained, the finished runs reported (with their sweeps).
+  report_only = run_experiment(out, "--max_runs=-1")
+  assert report_only.returncode == 0, report_only.stderr[-4000:]
   return out, partial, mtime, second
 
 
@@ -59,6 +62,7 @@ def test_a_cut_short_budget_reports_what_ran_and_continues(two_runs):
   assert list(data["results"]) == names[:2] and data["pending"] == names[2:]
   assert (out / "runs" / "pretrain" / "le_metrics.json").stat().st_mtime == mtime
   assert "[label_efficiency] pretrain" in second.stdout
+  assert not (out / "runs" / names[2]).exists()  # --max_runs=-1 (the last invocation) trained nothing
   config = json.loads((out / "runs" / names[1] / "config.json").read_text())
   assert config["init_from"] == str(out / "runs" / "pretrain")
   for run in names[:2]:

@@ -84,6 +84,20 @@ def canonical(name: str) -> str:
   return SLICES.get(name.lower(), name)
 
 
+def _drop_cpu_only_xla_flags():
+  """Removes the host CPU backend's own flags (`--xla_cpu_*`) from XLA_FLAGS before libtpu loads.
+
+  libtpu carries an XLA of its own that reads XLA_FLAGS too, and it exits the process on a flag it does not
+  know (`Unknown flag in XLA_FLAGS: --xla_cpu_use_fusion_emitters=false`, a flag of jaxlib's newer XLA:CPU).
+  Flags of the CPU backend mean nothing to a TPU compiler. XLA reads XLA_FLAGS once per process, so a CPU
+  backend already started keeps them; processes started later from this one no longer get them.
+  """
+  flags = os.environ.get("XLA_FLAGS", "").split()
+  kept = [f for f in flags if not f.startswith("--xla_cpu_")]
+  if len(kept) != len(flags):
+    os.environ["XLA_FLAGS"] = " ".join(kept)
+
+
 def _tpu_target(name: str) -> Target:
   topology = canonical(name)
   match = re.fullmatch(r"(v4|v5e|v5p|v6e):(\d+(?:x\d+){1,2})", topology)
@@ -98,6 +112,7 @@ def _tpu_target(name: str) -> Target:
   # libtpu locks /tmp/libtpu_lockfile so that one process owns the chips; an abstract topology owns none,
   # so several compiles (tests, a sweep of configs) may load it at once.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  _drop_cpu_only_xla_flags()
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   devices = topologies.get_topology_desc(platform="tpu", topology_name=topology).devices
   return Target(name=topology, platform="tpu", devices=list(devices), chip=CHIPS[match.group(1)])

@@ -818,7 +818,8 @@ def main(argv=None) -> int:
   parser.add_argument("--probes", action="store_true", help="run the pretraining probes (item 1) instead")
   parser.add_argument("--probe_names", default="", help=f"comma-separated subset of {sorted(PROBES)}")
   parser.add_argument("--max_runs", type=int, default=0,
-                      help="stop after this many runs (0: all); the same command continues")
+                      help="stop after this many runs (0: all; -1: none, only the sweeps and the report, "
+                           "for a budget cut short); the same command continues")
   parser.add_argument("--report_only", action="store_true",
                       help="train nothing: report the finished runs (e.g. while the budget runs elsewhere)")
   parser.add_argument("--guidance_probe", default="",

@@ -107,7 +107,7 @@ def no_stray_processes():
 
 
 @pytest.fixture(autouse=True)
-def test_xla_flags():
+def restore_xla_flags():
   """Every test starts its subprocesses with the test run's XLA_FLAGS, also after a test that compiled for a
   TPU in this process (vbanana.accelerators drops the `--xla_cpu_*` flags from the environment for libtpu)."""
   flags = os.environ["XLA_FLAGS"]

@@ -893,11 +893,10 @@ def _train_runs(b, out, max_runs, timings, save_timings, results, pending, signa
   done = 0
   for run in plan(b):
     workdir = os.path.join(out, "runs", run.name)
-    marker = os.path.join(workdir, "le_metrics.json")
-    if not os.path.exists(marker) and (max_runs < 0 or (max_runs and done >= max_runs)):
+    fresh = not os.path.exists(os.path.join(workdir, "le_metrics.json"))  # not trained and scored yet
+    if fresh and (max_runs < 0 or (max_runs and done >= max_runs)):
       pending.append(run.name)
       continue
-    fresh = not os.path.exists(marker)
     if signalled.is_set() and fresh:
       raise Stopped(f"stopped by a signal before {run.name}; the same command continues with it")
     t0 = time.perf_counter()

@@ -106,10 +106,10 @@ BUDGETS = {
                     gen_steps=2, guidance=2.0, guidance_sweep=(1.0, 2.0), mask_res=32, mask_patch=4,
                     mask_prediction="v", mask_steps=4, noedit_seeds=1, probe_steps=4, sweep_steps=(1, 2),
                     sweep_limit=2, curve_points=1, checkpoints=1),
-    # Sized from measured step rates on the project's 2 cores (docs/results.md, "Budget").
-    # Sized to at most 100 minutes of compute on the project's 2 cores (docs/results.md, "Budget"): 3 x 3000
-    # pretraining-length steps (pretrain, pretrain_noedit, the equal-compute scratch arm), 14 x 300 mixture
-    # steps, 2 x 800 single-task steps at 64 px, and every run's evaluation.
+    # The design as fixed before any number: 3 x 3000 pretraining-length steps (pretrain, pretrain_noedit,
+    # the equal-compute scratch arm), 14 x 300 mixture steps, 2 x 800 single-task steps at 64 px, and every
+    # run's evaluation. Meant for 100 minutes of compute on the project's 2 cores, it took about 10 h there
+    # (docs/results.md, "Time").
     "full": Budget(size="small", res=32, batch=16, lr=1e-3, pool=20000, labelled=2048, num_test=64,
                    label_counts=(32, 128, 512), small_seeds=2, pretrain_steps=3000, steps=300, vision_share=0.5,
                    eval_limit=64, eval_steps=4, gen_steps=20, guidance=3.0, guidance_sweep=(1.0, 2.0, 3.0, 5.0),
@@ -716,7 +716,8 @@ def write_plots(out: str, b: Budget, results: dict, sweep: dict) -> list[str]:
     ax.minorticks_off()
     ax.set_xticks(counts, [str(n) for n in counts])
     arrow = "higher" if m.higher_is_better else "lower"
-    ax.set(title=f"{m.label} ({arrow} is better)", xlabel="labelled scenes per task (N)")
+    ax.set_title(f"{m.label}\n({arrow} is better)", fontsize=10)  # two lines: long names overlapped
+    ax.set_xlabel("labelled scenes per task (N)")
   axes[0].legend(fontsize=7)
   paths = [_save(fig, out, "label_efficiency.png")]
   if sweep:
